@@ -1,0 +1,70 @@
+"""Device and precision choices shared by training, inference and the app.
+
+The fast path is ``channels_last`` memory format plus bf16 autocast. It is used on
+CUDA devices that support bf16 and on CPUs whose oneDNN build has native bf16 kernels
+(AVX512-BF16 or AMX); everywhere else segdemo runs in plain fp32, which is always correct.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import torch
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Return the device to run on: ``"auto"`` picks CUDA when present, else the CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@functools.cache
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def supports_bf16(device: str | torch.device) -> bool:
+    """Whether bf16 autocast is both supported and fast on ``device``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return _cpu_has_native_bf16()
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """Map ``"auto"`` to ``"bf16"`` where the hardware supports it, else ``"fp32"``."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    if precision == "auto":
+        return "bf16" if supports_bf16(device) else "fp32"
+    return precision
+
+
+@contextlib.contextmanager
+def autocast(device: str | torch.device, precision: str) -> Iterator[None]:
+    """bf16 autocast on ``device`` when ``precision == "bf16"``, else a no-op."""
+    device = torch.device(device)
+    if precision == "bf16":
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def describe(device: str | torch.device, precision: str) -> str:
+    """One line for logs and the app's sidebar, e.g. ``"cpu (AVX512), bf16 + channels_last"``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"cpu ({torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads)"
+    fast = "bf16 autocast + channels_last" if precision == "bf16" else "fp32"
+    return f"{name}, {fast}"
