@@ -1,0 +1,83 @@
+"""Reading user photos safely: any Pillow format and mode -> RGB uint8, or one clear error.
+
+Handles EXIF orientation, 16-bit, CMYK, palette, grayscale and RGBA images, truncated
+files and decompression bombs (Pillow's pixel limit), so the app and ``predict`` never
+crash on what a user uploads.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow's default limit (about 89 Mpx) warns, twice that raises; segdemo refuses both.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ImageError(ValueError):
+    """A file that is not a usable photo; the message is one sentence for the user."""
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale the real value range to 8 bits.
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.round().astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        arr = np.nan_to_num(arr)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        return Image.fromarray(arr.round().astype(np.uint8), "L").convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def load_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:
+    """Decode a photo into an ``(H, W, 3)`` uint8 RGB array, upright per its EXIF tag.
+
+    Raises:
+        ImageError: the file is not an image, is truncated or corrupt, or is too large.
+    """
+    if isinstance(source, (str, Path)):
+        name = name or Path(source).name
+        opener = source
+    else:
+        name = name or getattr(source, "name", "the upload")
+        opener = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(opener) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise ImageError(
+                        f"{name} is {width}x{height} pixels, more than the "
+                        f"{MAX_PIXELS / 1e6:.0f} megapixels segdemo accepts"
+                    )
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb = _to_rgb(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name} is too large to decode safely ({e})") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{name} is not an image segdemo can read (JPG, PNG, WebP, ...)") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"{name} is truncated or corrupt ({e})") from e
+    arr = np.asarray(rgb, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ImageError(f"{name} has no pixels")
+    return arr
