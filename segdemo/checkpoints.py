@@ -4,7 +4,8 @@ One file is one unit: the tensors, and in the safetensors header under the key
 ``"segdemo"`` a JSON document with the model name and kwargs, the label set, input size
 and normalisation, the full TrainConfig, epoch/step, metrics, dataset fingerprint,
 library versions and creation time. A training checkpoint (``last.safetensors``) also
-carries the optimizer state under ``optimizer/`` so ``--resume`` needs nothing else.
+carries the optimizer and random-generator state under ``train/`` so ``--resume`` needs
+nothing else.
 
 Writes are atomic (temporary file, fsync, ``os.replace``). Loading never unpickles a file
 that could run code: ``.pt``/``.pth`` files go through ``torch.load(weights_only=True)``.
@@ -28,7 +29,7 @@ from torch import nn
 
 FORMAT_VERSION = 1
 METADATA_KEY = "segdemo"
-OPTIMIZER_PREFIX = "optimizer/"
+TRAIN_PREFIX = "train/"
 MODEL_PREFIX = "model/"
 
 
@@ -43,7 +44,7 @@ class Checkpoint:
     model: nn.Module
     metadata: dict[str, Any]
     path: Path
-    optimizer_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    train_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def label_set(self):
@@ -116,7 +117,7 @@ def save_checkpoint(
     path: str | Path,
     model: nn.Module,
     metadata: dict[str, Any],
-    optimizer_state: dict[str, torch.Tensor] | None = None,
+    train_tensors: dict[str, torch.Tensor] | None = None,
     dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``model``'s weights and ``metadata`` atomically to ``path``.
@@ -124,7 +125,8 @@ def save_checkpoint(
     Args:
         dtype: store floating-point weights in this dtype (e.g. ``torch.float16`` for
             bundled checkpoints); loading casts them back to fp32.
-        optimizer_state: flat tensors from :func:`flatten_optimizer_state`.
+        train_tensors: resume state of a training checkpoint (optimizer, RNG), stored
+            under ``train/`` and returned by ``load_checkpoint(..., with_optimizer=True)``.
     """
     path = Path(path)
     model = getattr(model, "module", model)  # DistributedDataParallel
@@ -134,8 +136,8 @@ def save_checkpoint(
         if dtype is not None and t.is_floating_point():
             t = t.to(dtype)
         tensors[MODEL_PREFIX + name] = t.contiguous()
-    for name, t in (optimizer_state or {}).items():
-        tensors[OPTIMIZER_PREFIX + name] = t.detach().to("cpu").contiguous()
+    for name, t in (train_tensors or {}).items():
+        tensors[TRAIN_PREFIX + name] = t.detach().to("cpu").contiguous()
     meta = dict(metadata)
     meta["storage_dtype"] = str(dtype or torch.float32).removeprefix("torch.")
     header = {METADATA_KEY: json.dumps(meta)}
@@ -292,14 +294,12 @@ def load_checkpoint(
             weights[key] = weights[key].to(tensor.dtype)
     model.load_state_dict(weights)
     model.to(device).eval()
-    optimizer_state = {}
+    train_tensors = {}
     if with_optimizer:
-        optimizer_state = {
-            k.removeprefix(OPTIMIZER_PREFIX): v
-            for k, v in tensors.items()
-            if k.startswith(OPTIMIZER_PREFIX)
+        train_tensors = {
+            k.removeprefix(TRAIN_PREFIX): v for k, v in tensors.items() if k.startswith(TRAIN_PREFIX)
         }
-    return Checkpoint(model=model, metadata=meta, path=path, optimizer_state=optimizer_state)
+    return Checkpoint(model=model, metadata=meta, path=path, train_tensors=train_tensors)
 
 
 def list_checkpoints(folder: str | Path) -> list[tuple[Path, dict]]:

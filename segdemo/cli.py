@@ -50,17 +50,39 @@ def cmd_data_inspect(args) -> int:
 # --------------------------------------------------------------------------- train
 
 
-def _model_kwargs(args) -> dict:
-    kwargs = dict(args.model_arg or [])
-    if args.base_width is not None:
-        kwargs["base_width"] = args.base_width
-    if args.encoder is not None:
-        kwargs["encoder"] = args.encoder
-    if args.encoder_weights is not None:
-        kwargs["encoder_weights"] = None if args.encoder_weights == "none" else args.encoder_weights
-    if args.deep_supervision is not None:
-        kwargs["deep_supervision"] = args.deep_supervision
-    return kwargs
+# Arguments that may change when a run is resumed; all others define the run itself.
+_CONTINUATION_FIELDS = (
+    "epochs", "max_steps", "device", "precision", "workers", "out", "log_every", "val_max_items",
+)  # fmt: skip
+_ARG_TO_FIELD = {"format": "data_format", "batch": "batch_size"}
+
+
+def _train_config_values(args) -> dict:
+    """TrainConfig fields from the arguments the user actually typed (others are absent)."""
+    given = vars(args)
+    values: dict = {}
+    model_kwargs = dict(given.get("model_arg") or [])
+    for key in ("base_width", "encoder", "deep_supervision"):
+        if key in given:
+            model_kwargs[key] = given[key]
+    if "encoder_weights" in given:
+        model_kwargs["encoder_weights"] = (
+            None if given["encoder_weights"] == "none" else given["encoder_weights"]
+        )
+    if model_kwargs:
+        values["model_kwargs"] = model_kwargs
+    if "synthetic_length" in given:
+        values["data_options"] = {"length": given["synthetic_length"]}
+    if given.get("no_augment"):
+        values["augment"] = False
+    for key in (
+        "data", "format", "label_set", "model", "epochs", "max_steps", "size", "batch", "lr",
+        "weight_decay", "schedule", "warmup_steps", "loss", "seed", "device", "precision",
+        "workers", "out", "log_every", "val_max_items",
+    ):  # fmt: skip
+        if key in given:
+            values[_ARG_TO_FIELD.get(key, key)] = given[key]
+    return values
 
 
 class _ConsoleProgress:
@@ -104,37 +126,28 @@ class _ConsoleProgress:
 
 
 def cmd_train(args) -> int:
+    from segdemo.checkpoints import read_metadata
     from segdemo.train import TrainConfig, fit
 
-    out = args.out or str(Path("runs") / f"{args.model}")
-    data_options = {}
-    if args.synthetic_length is not None:
-        data_options["length"] = args.synthetic_length
-    config = TrainConfig(
-        data=args.data,
-        data_format=args.format,
-        label_set=args.label_set,
-        data_options=data_options,
-        model=args.model,
-        model_kwargs=_model_kwargs(args),
-        size=args.size,
-        batch_size=args.batch,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        warmup_steps=args.warmup_steps,
-        loss=args.loss,
-        augment=not args.no_augment,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        workers=args.workers,
-        out=out,
-        log_every=args.log_every,
-        val_max_items=args.val_max_items,
-    )
+    values = _train_config_values(args)
+    values.setdefault("out", str(Path("runs") / values.get("model", TrainConfig.model)))
+    if args.resume:
+        last = Path(values["out"]) / "last.safetensors"
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist")
+        saved = read_metadata(last)["train_config"]
+        changed = [
+            f"--{k.replace('_', '-')}"
+            for k, v in values.items()
+            if k not in _CONTINUATION_FIELDS and json.dumps(v) != json.dumps(saved.get(k))
+        ]
+        if changed:
+            raise ValueError(
+                f"cannot resume {values['out']} with other settings ({', '.join(changed)}); "
+                "a resumed run keeps its data, model and schedule"
+            )
+        values = {**saved, **values}
+    config = TrainConfig.from_dict(values)
     callbacks = [] if args.quiet else [_ConsoleProgress()]
     result = fit(config, callbacks=callbacks, resume=args.resume)
     print(json.dumps(result))
@@ -289,39 +302,45 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(func=cmd_data_inspect)
 
-    train = sub.add_parser("train", help="train a model; checkpoints land in --out")
-    train.add_argument("--data", default="synthetic", help="dataset folder or 'synthetic'")
-    train.add_argument("--format", default="auto", help="dataset format (default: detect)")
-    train.add_argument("--label-set", default="cityscapes19", help="cityscapes19 or road")
-    train.add_argument("--model", default="unet", help="a name from segdemo.models.list_models()")
+    train = sub.add_parser(
+        "train",
+        help="train a model; checkpoints land in --out",
+        description="Train a model. Unset options take the TrainConfig defaults shown.",
+        argument_default=argparse.SUPPRESS,
+    )
+    train.add_argument("--data", help="dataset folder or 'synthetic' (default)")
+    train.add_argument("--format", help="dataset format (default: detect)")
+    train.add_argument("--label-set", help="cityscapes19 (default) or road")
+    train.add_argument("--model", help="unet (default), unetpp, unetpp_ds, smp_unet, smp_unetpp")
     train.add_argument("--base-width", type=int, help="scratch models: channels at level 0")
     train.add_argument("--encoder", help="smp models: encoder name, e.g. resnet18")
     train.add_argument("--encoder-weights", choices=["imagenet", "none"], help="smp encoders")
     ds = train.add_mutually_exclusive_group()
-    ds.add_argument("--deep-supervision", dest="deep_supervision", action="store_true", default=None)
+    ds.add_argument("--deep-supervision", dest="deep_supervision", action="store_true")
     ds.add_argument("--no-deep-supervision", dest="deep_supervision", action="store_false")
     train.add_argument("--model-arg", type=_model_arg, action="append", metavar="KEY=VALUE",
                        help="any other model keyword argument (repeatable)")  # fmt: skip
-    train.add_argument("--epochs", type=int, default=10)
+    train.add_argument("--epochs", type=int, help="default 10")
     train.add_argument("--max-steps", type=int, help="stop after this many steps in total")
-    train.add_argument("--size", type=_size, default=(128, 256), help="HxW, e.g. 256x256")
-    train.add_argument("--batch", type=int, default=8)
-    train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--weight-decay", type=float, default=1e-4)
-    train.add_argument("--schedule", choices=["poly", "cosine"], default="poly")
-    train.add_argument("--warmup-steps", type=int, default=100)
-    train.add_argument("--loss", choices=["ce", "dice", "ce_dice"], default="ce_dice")
+    train.add_argument("--size", type=_size, help="HxW, e.g. 256x256 (default 128x256)")
+    train.add_argument("--batch", type=int, help="default 8")
+    train.add_argument("--lr", type=float, help="AdamW learning rate (default 2e-3)")
+    train.add_argument("--weight-decay", type=float, help="default 1e-4")
+    train.add_argument("--schedule", choices=["poly", "cosine"], help="default poly")
+    train.add_argument("--warmup-steps", type=int, help="default 100")
+    train.add_argument("--loss", choices=["ce", "dice", "ce_dice"], help="default ce_dice")
     train.add_argument("--no-augment", action="store_true", help="turn off flips/crops/jitter")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    train.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    train.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
+    train.add_argument("--seed", type=int, help="default 0")
+    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
+    train.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="default auto")
+    train.add_argument("--workers", type=int, help="DataLoader worker processes (default 1)")
     train.add_argument("--out", help="run folder (default runs/<model>)")
-    train.add_argument("--resume", action="store_true", help="continue from --out/last.safetensors")
-    train.add_argument("--log-every", type=int, default=10, help="steps between progress events")
+    train.add_argument("--resume", action="store_true", default=False,
+                       help="continue from --out/last.safetensors")  # fmt: skip
+    train.add_argument("--log-every", type=int, help="steps between progress events (default 10)")
     train.add_argument("--val-max-items", type=int, help="evaluate on the first N val images")
     train.add_argument("--synthetic-length", type=int, help="images in the synthetic train split")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
     train.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint on a dataset split")

@@ -63,7 +63,7 @@ def load_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise ImageError(
-                        f"{name} is {width}x{height} pixels, more than the "
+                        f"{name} is too large: {width}x{height} pixels, more than the "
                         f"{MAX_PIXELS / 1e6:.0f} megapixels segdemo accepts"
                     )
                 img.load()
@@ -72,7 +72,7 @@ def load_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{name} is too large to decode safely ({e})") from e
+        raise ImageError(f"{name} is too large to decode safely: {e}") from e
     except UnidentifiedImageError as e:
         raise ImageError(f"{name} is not an image segdemo can read (JPG, PNG, WebP, ...)") from e
     except (OSError, SyntaxError, ValueError) as e:

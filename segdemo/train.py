@@ -32,6 +32,13 @@ from segdemo import checkpoints, runtime
 from segdemo.losses import SegmentationLoss
 
 Event = dict[str, Any]
+
+# What makes a run that run: resuming with any of these changed is refused.
+IDENTITY_FIELDS = (
+    "data", "data_format", "label_set", "data_options", "model", "model_kwargs", "size",
+    "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_steps", "loss",
+    "augment", "seed",
+)  # fmt: skip
 Callback = Callable[[Event], None]
 
 
@@ -339,10 +346,16 @@ def fit(
         if not last_path.is_file():
             raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
         resumed = checkpoints.load_checkpoint(last_path, with_optimizer=True)
-        saved = TrainConfig.from_dict(resumed.metadata["train_config"])
-        # The run's identity comes from the checkpoint; only where it is written may change.
-        saved.out, saved.device, saved.workers = config.out, config.device, config.workers
-        config = saved
+        saved = resumed.metadata["train_config"]
+        changed = [
+            f"{key} was {saved.get(key)!r}"
+            for key in IDENTITY_FIELDS
+            if json.dumps(saved.get(key)) != json.dumps(getattr(config, key))
+        ]
+        if changed:
+            raise ValueError(
+                f"cannot resume {last_path} with another configuration ({'; '.join(changed)})"
+            )
 
     _seed_everything(config.seed + dist_info.rank)
     label_set = get_label_set(config.label_set)
@@ -383,6 +396,9 @@ def fit(
         collate_fn=_collate(),
         worker_init_fn=_worker_init,
         persistent_workers=False,
+        # Its own generator: creating an iterator must not draw from the global RNG that
+        # dropout uses, or a resumed run would diverge from an uninterrupted one.
+        generator=torch.Generator(),
         prefetch_factor=4 if config.workers > 0 else None,
     )
     steps_per_epoch = len(train_set) // (config.batch_size * dist_info.world_size)
@@ -417,10 +433,14 @@ def fit(
     if resumed is not None:
         state.update(resumed.metadata["train_state"])
         rest = resumed.metadata["optimizer"]
-        optimizer.load_state_dict(
-            checkpoints.unflatten_optimizer_state(resumed.optimizer_state, rest)
-        )
-        scheduler.load_state_dict({"last_epoch": state["step"], "_step_count": state["step"] + 1})
+        tensors = resumed.train_tensors
+        optimizer_tensors = {
+            k.removeprefix("optimizer/"): v for k, v in tensors.items() if k.startswith("optimizer/")
+        }
+        optimizer.load_state_dict(checkpoints.unflatten_optimizer_state(optimizer_tensors, rest))
+        if "rng/torch" in tensors:  # dropout continues exactly where the stopped run was
+            torch.set_rng_state(tensors["rng/torch"])
+        scheduler.last_epoch = state["step"]  # the schedule is a pure function of the step
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(
                 state["step"], total_steps, config.warmup_steps, config.schedule
@@ -441,6 +461,8 @@ def fit(
         if not dist_info.is_main:
             return
         opt_tensors, opt_rest = checkpoints.flatten_optimizer_state(optimizer)
+        train_tensors = {f"optimizer/{k}": v for k, v in opt_tensors.items()}
+        train_tensors["rng/torch"] = torch.get_rng_state()
         train_state = {
             k: state[k]
             for k in ("epoch", "step", "step_in_epoch", "best_miou", "history")
@@ -465,7 +487,7 @@ def fit(
         for path in kind_paths:
             with_optimizer = path == last_path
             checkpoints.save_checkpoint(
-                path, model, meta, optimizer_state=opt_tensors if with_optimizer else None
+                path, model, meta, train_tensors=train_tensors if with_optimizer else None
             )
 
     stop = _StopFlag(out)
@@ -489,6 +511,7 @@ def fit(
     try:
         while state["step"] < total_steps:
             sampler.set_epoch(state["epoch"])
+            loader.generator.manual_seed(config.seed * 100_003 + state["epoch"])
             sampler.set_start(state["step_in_epoch"] * config.batch_size)
             epoch_stats = train_one_epoch(
                 train_model, loader, loss_fn, optimizer, scheduler, state, config,

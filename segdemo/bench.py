@@ -1,0 +1,221 @@
+"""Benchmark: parameters, GFLOPs and latency of every model, and of every U-Net++ level.
+
+One row per plain model and, for U-Net++ models with deep supervision, one row per
+``(mode, level)``: fast L1..L4 and accurate L1..L4. Latencies are medians over
+``repeats`` timed runs after ``warmup`` untimed ones, through ``inference.predict_logits``
+(so they include what a user of the app waits for, not the bare ``forward``):
+
+- ``ms_fp32``: batch 1, eager fp32, default memory layout;
+- ``ms_fast``: batch 1, the fast path (bf16 autocast + channels_last where supported,
+  otherwise fp32 again; ``precision_fast`` says which);
+- ``images_per_s``: throughput at batch ``batch`` on the fast path.
+
+Run it on a quiet machine: ``python -m segdemo bench [--models a,b] [--size HxW]``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from segdemo import runtime
+from segdemo.inference import predict_logits, prepare_model
+from segdemo.models import create_model, list_models
+from segdemo.models.registry import count_flops, count_parameters
+
+BENCH_KEYS = ("model", "mode", "level", "params", "gflops", "ms_fp32", "ms_fast", "images_per_s")
+LEVELS = (1, 2, 3, 4)
+MODES = ("fast", "accurate")
+
+
+def default_model_kwargs(name: str) -> dict:
+    """CPU-sized configurations: scratch models at base width 16, smp models on a
+    randomly initialised resnet18 (no download; latency does not depend on weights)."""
+    if name in ("unet", "unetpp"):
+        return {"base_width": 16}
+    if name.startswith("smp_") or name == "unetpp_ds":
+        return {"encoder": "resnet18", "encoder_weights": None}
+    return {}
+
+
+def _settings(model: nn.Module) -> list[tuple[str | None, int | None]]:
+    if not getattr(model, "supports_pruning", False):
+        return [(None, None)]
+    levels = range(1, getattr(model, "num_levels", 4) + 1)
+    return [(mode, level) for mode in MODES for level in levels]
+
+
+def _forward_kwargs(mode: str | None, level: int | None) -> dict:
+    return {} if mode is None else {"mode": mode, "level": level}
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int) -> float:
+    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_model(
+    name: str,
+    size: tuple[int, int] = (256, 512),
+    batch: int = 8,
+    repeats: int = 10,
+    warmup: int = 3,
+    num_classes: int = 19,
+    device: str | torch.device = "cpu",
+    model_kwargs: dict | None = None,
+    seed: int = 0,
+) -> list[dict]:
+    """Benchmark rows of one registered model (see ``run_bench``)."""
+    device = runtime.resolve_device(device)
+    torch.manual_seed(seed)
+    kwargs = default_model_kwargs(name) if model_kwargs is None else model_kwargs
+    model = create_model(name, num_classes=num_classes, **kwargs)
+    generator = torch.Generator().manual_seed(seed)
+    one = torch.randn(1, 3, *size, generator=generator).to(device)
+    many = torch.randn(batch, 3, *size, generator=generator).to(device)
+    settings = _settings(model)
+
+    def timed(precision: str, x: torch.Tensor, forward_kwargs: dict) -> float:
+        def step() -> None:
+            predict_logits(model, x, device, precision, **forward_kwargs)
+            _sync(device)
+
+        return median_ms(step, repeats, warmup)
+
+    model, _, _ = prepare_model(model, device, "fp32")
+    rows = []
+    for mode, level in settings:
+        forward_kwargs = _forward_kwargs(mode, level)
+        if hasattr(model, "count_parameters"):
+            params = model.count_parameters(**forward_kwargs)
+        else:
+            params = count_parameters(model)
+        rows.append(
+            {
+                "model": name,
+                "mode": mode,
+                "level": level,
+                "params": int(params),
+                "gflops": count_flops(model, size, **forward_kwargs) / 1e9,
+                "ms_fp32": timed("fp32", one, forward_kwargs),
+            }
+        )
+    # The fast path changes the model's memory layout, so it is measured after fp32.
+    model, _, precision = prepare_model(model, device, "auto")
+    for row, (mode, level) in zip(rows, settings, strict=True):
+        forward_kwargs = _forward_kwargs(mode, level)
+        row["ms_fast"] = timed(precision, one, forward_kwargs)
+        row["images_per_s"] = 1000.0 * batch / timed(precision, many, forward_kwargs)
+        row.update(
+            precision_fast=precision,
+            device=runtime.describe(device, precision),
+            size=list(size),
+            batch=batch,
+        )
+    return rows
+
+
+def run_bench(
+    models: list[str] | None = None,
+    size: tuple[int, int] = (256, 512),
+    batch: int = 8,
+    repeats: int = 10,
+    num_classes: int = 19,
+    device: str | torch.device = "cpu",
+    warmup: int = 3,
+    model_kwargs: dict[str, dict] | None = None,
+    progress: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Parameters, GFLOPs and latencies of ``models`` (default: every registered model).
+
+    Args:
+        models: registered names; ``None`` means ``list_models()``.
+        size: ``(H, W)`` of the input images.
+        batch: batch size of the throughput measurement.
+        repeats: timed runs per measurement (the median is reported).
+        num_classes: output channels of every model.
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        warmup: untimed runs before each measurement.
+        model_kwargs: per-name builder kwargs overriding ``default_model_kwargs``.
+        progress: called with each row when it is done.
+
+    Returns:
+        Rows with ``BENCH_KEYS`` (``mode``/``level`` are ``None`` for plain models) plus
+        ``precision_fast``, ``device``, ``size`` and ``batch``.
+
+    Raises:
+        ValueError: for an unknown model name (lists the valid ones).
+    """
+    names = list_models() if models is None else list(models)
+    unknown = [name for name in names if name not in list_models()]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; valid models: {', '.join(list_models())}")
+    model_kwargs = model_kwargs or {}
+    rows = []
+    for name in names:
+        for row in bench_model(
+            name,
+            size=size,
+            batch=batch,
+            repeats=repeats,
+            warmup=warmup,
+            num_classes=num_classes,
+            device=device,
+            model_kwargs=model_kwargs.get(name),
+        ):
+            rows.append(row)
+            if progress is not None:
+                progress(row)
+    return rows
+
+
+def format_bench_table(rows: list[dict]) -> str:
+    """Markdown table of ``run_bench`` rows.
+
+    Adds ``fp32/fast`` (speed-up of the fast path, ``ms_fp32 / ms_fast``) and ``vs L4``
+    (fast-path latency relative to level 4 of the same model and mode).
+    """
+    reference = {
+        (row["model"], row["mode"]): row["ms_fast"]
+        for row in rows
+        if row["mode"] is not None and row["level"] == 4
+    }
+    header = (
+        "| model | mode | level | params (M) | GFLOPs | ms fp32 (b=1) | ms fast (b=1) "
+        "| fp32/fast | vs L4 | img/s fast |"
+    )
+    lines = [header, "|" + "---|" * 10]
+    for row in rows:
+        l4 = reference.get((row["model"], row["mode"]))
+        relative = f"{row['ms_fast'] / l4:.2f}" if l4 else "-"
+        lines.append(
+            f"| {row['model']} | {row['mode'] or '-'} | {row['level'] or '-'} "
+            f"| {row['params'] / 1e6:.3f} | {row['gflops']:.2f} | {row['ms_fp32']:.1f} "
+            f"| {row['ms_fast']:.1f} | {row['ms_fp32'] / row['ms_fast']:.2f} | {relative} "
+            f"| {row['images_per_s']:.1f} |"
+        )
+    if rows:
+        first = rows[0]
+        size = "x".join(str(v) for v in first.get("size", []))
+        lines.append("")
+        lines.append(
+            f"Input {size or '?'}, throughput at batch {first.get('batch', '?')}; "
+            f"{first.get('device', '')}."
+        )
+    return "\n".join(lines)

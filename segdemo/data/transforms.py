@@ -1,0 +1,88 @@
+"""Augmentation and tensor conversion (albumentations; masks always nearest-neighbour)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resolve_normalization(normalization: dict | None) -> dict[str, tuple[float, float, float]]:
+    """``None`` -> ImageNet statistics; otherwise check ``dict(mean=(3,), std=(3,))``."""
+    if normalization is None:
+        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    try:
+        mean = tuple(float(v) for v in normalization["mean"])
+        std = tuple(float(v) for v in normalization["std"])
+    except (KeyError, TypeError) as exc:
+        raise ValueError(
+            f"normalization must be dict(mean=(r, g, b), std=(r, g, b)), got {normalization!r}"
+        ) from exc
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"normalization needs 3 means and 3 positive stds, got {normalization!r}")
+    return {"mean": mean, "std": std}
+
+
+def build_transform(size: Sequence[int] | None, augment: bool) -> A.Compose | None:
+    """The albumentations pipeline for ``(image, mask)`` pairs.
+
+    Training (``augment=True``): random horizontal flip, a random crop of 35-100% of the area
+    (aspect ratio within 3:4..4:3 of the target's) resized to ``size``, and a mild colour
+    jitter. Without ``size`` the crop is skipped (items keep their native size). Evaluation:
+    a plain resize to ``size``, or nothing. Masks are always resized nearest-neighbour.
+    """
+    if size is not None:
+        height, width = (int(s) for s in size)
+    steps: list[A.BasicTransform] = []
+    if augment:
+        steps.append(A.HorizontalFlip(p=0.5))
+        if size is not None:
+            aspect = width / height
+            steps.append(
+                A.RandomResizedCrop(
+                    size=(height, width),
+                    scale=(0.35, 1.0),
+                    ratio=(aspect * 3 / 4, aspect * 4 / 3),
+                    interpolation=cv2.INTER_LINEAR,
+                    mask_interpolation=cv2.INTER_NEAREST_EXACT,
+                    p=1.0,
+                )
+            )
+        steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.8))
+    elif size is not None:
+        steps.append(
+            A.Resize(
+                height,
+                width,
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST_EXACT,
+            )
+        )
+    return A.Compose(steps) if steps else None
+
+
+def to_tensors(
+    image: np.ndarray, mask: np.ndarray, mean: Sequence[float], std: Sequence[float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(H, W, 3)`` uint8 + ``(H, W)`` uint8 -> normalised float32 ``(3, H, W)`` + int64 ``(H, W)``."""
+    scale = np.asarray(std, dtype=np.float32) * 255.0
+    offset = np.asarray(mean, dtype=np.float32) * 255.0
+    chw = (image.astype(np.float32) - offset) / scale
+    image_t = torch.from_numpy(np.ascontiguousarray(chw.transpose(2, 0, 1)))
+    mask_t = torch.from_numpy(mask.astype(np.int64))  # a copy: cached masks are read-only
+    return image_t, mask_t
+
+
+def denormalize(image: torch.Tensor, normalization: dict | None = None) -> np.ndarray:
+    """Undo :func:`to_tensors` for display: ``(3, H, W)`` float -> ``(H, W, 3)`` uint8."""
+    norm = resolve_normalization(normalization)
+    mean = np.asarray(norm["mean"], dtype=np.float32)[:, None, None]
+    std = np.asarray(norm["std"], dtype=np.float32)[:, None, None]
+    rgb = (image.detach().float().cpu().numpy() * std + mean) * 255.0
+    return np.clip(rgb.round(), 0, 255).astype(np.uint8).transpose(1, 2, 0)

@@ -1,0 +1,195 @@
+"""Inference: the fast path (bf16 autocast + channels_last) and the helpers around it.
+
+One way to predict, used by the CLI, the app, evaluation and the benchmark::
+
+    model, device, precision = prepare_model(model)          # once, after loading
+    x = preprocess(photo, size=(256, 512), normalization=model.normalization)
+    mask = predict_mask(model, x, device, precision, **pruning_kwargs(model, "fast", 2))
+    mask = mask_to_size(mask[0], photo.shape[:2])             # back to the photo
+
+``precision`` is ``"bf16"`` (fast path) or ``"fp32"``; ``runtime.resolve_precision`` picks
+bf16 only where the hardware runs it natively (AVX512-BF16/AMX CPUs, bf16 CUDA GPUs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from segdemo import runtime
+
+__all__ = [
+    "mask_to_size",
+    "predict_logits",
+    "predict_mask",
+    "prepare_model",
+    "preprocess",
+    "pruning_kwargs",
+    "segment_image",
+]
+
+
+def prepare_model(
+    model: nn.Module, device: str | torch.device = "auto", precision: str = "auto"
+) -> tuple[nn.Module, torch.device, str]:
+    """Put ``model`` in eval mode on ``device``, in ``channels_last`` on the fast path.
+
+    The model is changed in place (and returned): call this once after loading.
+
+    Args:
+        device: ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"``, ...
+        precision: ``"auto"`` (bf16 where native, else fp32), ``"bf16"`` or ``"fp32"``.
+
+    Returns:
+        ``(model, device, precision)`` with device and precision resolved.
+    """
+    device = runtime.resolve_device(device)
+    precision = runtime.resolve_precision(precision, device)
+    model = model.eval().to(device)
+    if precision == "bf16":
+        model = model.to(memory_format=torch.channels_last)
+    return model, device, precision
+
+
+def pruning_kwargs(model: nn.Module, mode: str = "accurate", level: int | None = None) -> dict:
+    """Forward keyword arguments selecting a U-Net++ pruning ``mode``/``level``.
+
+    Empty for models without pruning (they take no ``mode``/``level``), so callers can pass
+    the result to any model; asking such a model for a pruned level is a ValueError.
+    """
+    if getattr(model, "supports_pruning", False):
+        return {"mode": mode, "level": level}
+    full_level = getattr(model, "num_levels", 4)
+    if level is not None and level != full_level:
+        name = getattr(model, "model_name", type(model).__name__)
+        raise ValueError(
+            f"{name} has no deep supervision, so it cannot be pruned to level {level}; "
+            f"only the full network (level {full_level}) exists"
+        )
+    return {}
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def predict_logits(
+    model: nn.Module,
+    images: Tensor,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    **forward_kwargs,
+) -> Tensor:
+    """Logits of ``model`` for normalised ``images``, as float32.
+
+    Args:
+        model: a prepared model (``prepare_model``), in eval mode.
+        images: ``(N, 3, H, W)`` normalised with ``model.normalization``.
+        device: where to run; ``None`` means the device of the model's parameters.
+        precision: ``"bf16"`` (autocast + channels_last input) or ``"fp32"``; pass what
+            ``prepare_model`` returned. ``"auto"`` is resolved for ``device``.
+        **forward_kwargs: e.g. ``mode="fast", level=2`` for U-Net++ (see ``pruning_kwargs``).
+
+    Returns:
+        ``(N, C, H, W)`` float32 logits on ``device``.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
+    device = _model_device(model) if device is None else runtime.resolve_device(device)
+    precision = runtime.resolve_precision(precision, device)
+    with torch.inference_mode():
+        x = images.to(device, dtype=torch.float32)
+        if precision == "bf16":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with runtime.autocast(device, precision):
+            logits = model(x, **forward_kwargs)
+        return logits.float().contiguous()
+
+
+def predict_mask(
+    model: nn.Module,
+    images: Tensor,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    **forward_kwargs,
+) -> Tensor:
+    """Class index per pixel, the argmax of ``predict_logits``.
+
+    Shape:
+        ``(N, 3, H, W) -> (N, H, W)`` int64.
+    """
+    return predict_logits(model, images, device, precision, **forward_kwargs).argmax(dim=1)
+
+
+def preprocess(
+    image_rgb_uint8: np.ndarray,
+    size: tuple[int, int] | None,
+    normalization: dict,
+) -> Tensor:
+    """Resize a whole photo (no crop) to ``size`` and normalise it for a model.
+
+    Args:
+        image_rgb_uint8: ``(H, W, 3)`` RGB uint8 (``(H, W)`` grey and ``(H, W, 4)`` RGBA are
+            accepted: grey is repeated, alpha dropped).
+        size: ``(height, width)`` the model runs at; ``None`` keeps the photo's size.
+        normalization: ``{"mean": (r, g, b), "std": (r, g, b)}`` for inputs in 0..1,
+            usually ``model.normalization``.
+
+    Returns:
+        ``(1, 3, height, width)`` float32, bilinear (antialiased) resize.
+    """
+    image = np.asarray(image_rgb_uint8)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image (0..255), got dtype {image.dtype}")
+    x = torch.from_numpy(np.ascontiguousarray(image[:, :, :3])).permute(2, 0, 1)[None]
+    x = x.float().div_(255.0)
+    if size is not None and tuple(size) != tuple(x.shape[-2:]):
+        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def mask_to_size(mask: Tensor | np.ndarray, size: tuple[int, int]) -> Tensor | np.ndarray:
+    """Nearest-neighbour resize of a label mask back to ``size = (H, W)`` (e.g. the photo).
+
+    Shape:
+        ``(h, w) -> (H, W)`` or ``(N, h, w) -> (N, H, W)``; same type (tensor or array)
+        and dtype as the input.
+    """
+    is_numpy = isinstance(mask, np.ndarray)
+    labels = torch.from_numpy(mask) if is_numpy else mask
+    if labels.ndim not in (2, 3):
+        raise ValueError(f"mask must be (H, W) or (N, H, W), got shape {tuple(labels.shape)}")
+    if tuple(labels.shape[-2:]) != tuple(size):
+        batched = labels[None] if labels.ndim == 2 else labels
+        # float32 holds every class index exactly; nearest-exact samples pixel centres.
+        resized = F.interpolate(batched[:, None].float(), size=tuple(size), mode="nearest-exact")
+        resized = resized[:, 0].to(labels.dtype)
+        labels = resized[0] if labels.ndim == 2 else resized
+    return labels.numpy() if is_numpy else labels
+
+
+def segment_image(
+    model: nn.Module,
+    image_rgb_uint8: np.ndarray,
+    size: tuple[int, int] | None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    **forward_kwargs,
+) -> np.ndarray:
+    """Photo in, class-index mask at the photo's size out (what the app shows).
+
+    Shape:
+        ``(H, W, 3)`` uint8 -> ``(H, W)`` int64.
+    """
+    x = preprocess(image_rgb_uint8, size, model.normalization)
+    mask = predict_mask(model, x, device, precision, **forward_kwargs)[0].cpu()
+    return mask_to_size(mask, tuple(image_rgb_uint8.shape[:2])).numpy()

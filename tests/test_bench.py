@@ -1,0 +1,76 @@
+"""The benchmark on tiny models: row structure, per-level rows and the markdown table."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from segdemo.bench import BENCH_KEYS, format_bench_table, median_ms, run_bench
+
+TINY = {"unet": {"base_width": 4}, "unetpp": {"base_width": 4}}
+
+
+def tiny_run(models: list[str]) -> list[dict]:
+    return run_bench(
+        models, size=(32, 64), batch=2, repeats=1, warmup=1, num_classes=3, model_kwargs=TINY
+    )
+
+
+def test_plain_model_gives_one_row_with_all_keys() -> None:
+    seen = []
+    rows = run_bench(
+        ["unet"],
+        size=(32, 64),
+        batch=2,
+        repeats=2,
+        warmup=1,
+        num_classes=3,
+        model_kwargs=TINY,
+        progress=seen.append,
+    )
+    assert len(rows) == 1 and seen == rows
+    row = rows[0]
+    assert set(BENCH_KEYS) <= set(row)
+    assert (row["model"], row["mode"], row["level"]) == ("unet", None, None)
+    assert row["params"] > 0 and row["gflops"] > 0
+    for key in ("ms_fp32", "ms_fast", "images_per_s"):
+        assert math.isfinite(row[key]) and row[key] > 0
+    assert row["precision_fast"] in ("bf16", "fp32")
+
+
+def test_unetpp_gives_a_row_per_mode_and_level() -> None:
+    rows = tiny_run(["unetpp"])
+    settings = [(row["mode"], row["level"]) for row in rows]
+    assert settings == [("fast", k) for k in (1, 2, 3, 4)] + [("accurate", k) for k in (1, 2, 3, 4)]
+    fast = [row for row in rows if row["mode"] == "fast"]
+    assert [r["params"] for r in fast] == sorted({r["params"] for r in fast})
+    assert [r["gflops"] for r in fast] == sorted({r["gflops"] for r in fast})
+    accurate_l4 = rows[-1]
+    assert accurate_l4["params"] > fast[-1]["params"]  # three more heads
+
+
+def test_unknown_model_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"unknown model\(s\) \['nope'\]; valid models: .*unet"):
+        run_bench(["nope"])
+
+
+def test_median_ms_runs_warmup_then_repeats() -> None:
+    calls = []
+    value = median_ms(lambda: calls.append(1), repeats=3, warmup=2)
+    assert len(calls) == 5
+    assert value >= 0
+
+
+def test_format_bench_table_ratios() -> None:
+    common = {"params": 2_000_000, "gflops": 1.5, "images_per_s": 10.0}
+    rows = [
+        {"model": "unet", "mode": None, "level": None, "ms_fp32": 30.0, "ms_fast": 10.0, **common},
+        {"model": "unetpp", "mode": "fast", "level": 1, "ms_fp32": 8.0, "ms_fast": 5.0, **common},
+        {"model": "unetpp", "mode": "fast", "level": 4, "ms_fp32": 40.0, "ms_fast": 20.0, **common},
+    ]
+    lines = format_bench_table(rows).splitlines()
+    assert lines[0].startswith("| model | mode | level |")
+    assert lines[2] == "| unet | - | - | 2.000 | 1.50 | 30.0 | 10.0 | 3.00 | - | 10.0 |"
+    assert lines[3] == "| unetpp | fast | 1 | 2.000 | 1.50 | 8.0 | 5.0 | 1.60 | 0.25 | 10.0 |"
+    assert lines[4].split("|")[9].strip() == "1.00"

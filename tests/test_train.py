@@ -1,0 +1,163 @@
+"""The training engine on the built-in synthetic set: learning, stopping, resuming."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from segdemo.checkpoints import load_checkpoint
+from segdemo.models import list_models
+from segdemo.train import TrainConfig, fit, lr_factor, read_progress
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The smallest sensible configuration of each model family, to keep the suite fast.
+TINY_KWARGS = {
+    "unet": {"base_width": 4},
+    "unetpp": {"base_width": 4},
+    "unetpp_ds": {"encoder": "resnet18"},
+    "smp_unet": {"encoder": "resnet18"},
+    "smp_unetpp": {"encoder": "resnet18"},
+}
+
+
+def tiny_config(tmp_path, model="unet", **overrides) -> TrainConfig:
+    values = dict(
+        data="synthetic",
+        data_options={"length": 16},
+        model=model,
+        model_kwargs=TINY_KWARGS.get(model, {}),
+        size=(32, 64),
+        batch_size=4,
+        epochs=1,
+        lr=3e-3,
+        warmup_steps=0,
+        workers=0,
+        out=str(tmp_path / "run"),
+        log_every=1,
+        val_max_items=4,
+        precision="fp32",
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    assert lr_factor(0, 100, 10, "poly") == pytest.approx(0.1)
+    assert lr_factor(9, 100, 10, "poly") == pytest.approx(1.0)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(100, 100, 10, "poly") == pytest.approx(0.0)
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0, abs=1e-9)
+    values = [lr_factor(s, 100, 10, "poly") for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+@pytest.mark.parametrize("model", list_models())
+def test_loss_falls_on_a_tiny_synthetic_set(tmp_path, model):
+    # Over-fit 8 images for a few dozen steps: the loss must clearly fall for every model.
+    config = tiny_config(
+        tmp_path, model, data_options={"length": 8}, epochs=30, augment=False, val_max_items=2
+    )
+    fit(config)
+    losses = [e["loss"] for e in read_progress(config.out) if e["event"] == "step"]
+    assert len(losses) == 60
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+
+
+def test_fit_writes_checkpoints_progress_and_metadata(tmp_path):
+    config = tiny_config(tmp_path, "unetpp", epochs=2)
+    result = fit(config)
+    assert result["status"] == "finished" and result["step"] == 8
+    events = read_progress(config.out)
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and kinds.count("epoch") == 2
+    step = next(e for e in events if e["event"] == "step")
+    assert {"step", "epoch", "loss", "lr", "images_per_s", "eta_s"} <= step.keys()
+    epoch = next(e for e in events if e["event"] == "epoch")
+    assert set(epoch["per_level_miou"]) == {"fast", "accurate"}
+    ckpt = load_checkpoint(Path(config.out) / "best.safetensors")
+    meta = ckpt.metadata
+    assert meta["model"] == "unetpp" and meta["train_config"]["model_kwargs"] == {"base_width": 4}
+    assert meta["label_set"]["name"] == "cityscapes19" and meta["input_size"] == [32, 64]
+    assert meta["metrics"]["best"]["per_level"]["fast"]["1"]["miou"] >= 0
+    assert meta["dataset_fingerprint"] and meta["versions"]["torch"]
+    assert len(meta["train_state"]["history"]) >= 1
+
+
+def test_stop_file_ends_the_run_after_the_current_step(tmp_path):
+    config = tiny_config(tmp_path, epochs=5)
+    stop_after = 3
+
+    def stopper(event):
+        if event["event"] == "step" and event["step"] == stop_after:
+            (Path(config.out) / "STOP").touch()
+
+    result = fit(config, callbacks=[stopper])
+    assert result["status"] == "stopped" and result["step"] == stop_after
+    ckpt = load_checkpoint(Path(config.out) / "last.safetensors", with_optimizer=True)
+    assert ckpt.metadata["step"] == stop_after and ckpt.train_tensors
+
+
+def test_resume_continues_with_the_same_data_order_and_weights(tmp_path):
+    # One uninterrupted run ...
+    straight = tiny_config(tmp_path / "a", epochs=2, augment=False)
+    fit(straight)
+    # ... and the same run stopped mid-epoch and resumed must end with the same weights.
+    config = tiny_config(tmp_path / "b", epochs=2, augment=False)
+
+    def stopper(event):
+        if event["event"] == "step" and event["step"] == 3:
+            (Path(config.out) / "STOP").touch()
+
+    assert fit(config, callbacks=[stopper])["status"] == "stopped"
+    (Path(config.out) / "STOP").unlink()
+    result = fit(config, resume=True)
+    assert result["status"] == "finished" and result["step"] == 8
+    a = load_checkpoint(Path(straight.out) / "last.safetensors").model.state_dict()
+    b = load_checkpoint(Path(config.out) / "last.safetensors").model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        fit(tiny_config(tmp_path), resume=True)
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_leaves_a_loadable_checkpoint_and_resume_continues(tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "segdemo", "train", "--data", "synthetic", "--synthetic-length",
+        "16", "--model", "unet", "--base-width", "4", "--size", "32x64", "--batch", "4",
+        "--epochs", "200", "--workers", "0", "--val-max-items", "2", "--log-every", "1",
+        "--precision", "fp32", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    deadline = time.time() + 120
+    # Kill it while it is writing checkpoints every epoch (4 steps).
+    while time.time() < deadline:
+        epochs = [e for e in read_progress(out) if e["event"] == "epoch"]
+        if len(epochs) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = load_checkpoint(out / "last.safetensors", with_optimizer=True)
+    step_before = ckpt.metadata["step"]
+    assert step_before >= 12
+    leftovers = [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert all(p.startswith(".") for p in leftovers)  # only hidden temp files, never a half file
+    resume = [*cmd, "--resume", "--max-steps", str(step_before + 4)]
+    done = subprocess.run(resume, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["step"] > step_before
