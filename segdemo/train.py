@@ -409,8 +409,11 @@ def fit(
     train_model = model
     if dist_info.enabled:
         wrapped = _HeadsForDDP(model)
+        # smp's timm encoders keep layers their forward never uses (EfficientNet's conv_head).
         train_model = torch.nn.parallel.DistributedDataParallel(
-            wrapped, device_ids=[device.index] if device.type == "cuda" else None
+            wrapped,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.model in ("smp_unet", "smp_unetpp", "unetpp_ds"),
         )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
