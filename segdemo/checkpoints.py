@@ -13,6 +13,7 @@ that could run code: ``.pt``/``.pth`` files go through ``torch.load(weights_only
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -66,10 +67,8 @@ def library_versions() -> dict[str, str]:
 
     versions = {}
     for pkg in ("segdemo", "torch", "segmentation-models-pytorch", "timm", "albumentations"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     import segdemo
 
     versions["segdemo"] = segdemo.__version__
@@ -261,8 +260,7 @@ def load_checkpoint(
         raise CheckpointError(f"{name} holds a {meta['model']} model, not {expected_model}")
     if expected_num_classes is not None and meta["num_classes"] != expected_num_classes:
         raise CheckpointError(
-            f"{name} predicts {meta['num_classes']} classes but {expected_num_classes} "
-            "are expected"
+            f"{name} predicts {meta['num_classes']} classes but {expected_num_classes} are expected"
         )
     try:
         model = create_model(meta["model"], meta["num_classes"], **meta.get("model_kwargs", {}))
@@ -297,7 +295,9 @@ def load_checkpoint(
     train_tensors = {}
     if with_optimizer:
         train_tensors = {
-            k.removeprefix(TRAIN_PREFIX): v for k, v in tensors.items() if k.startswith(TRAIN_PREFIX)
+            k.removeprefix(TRAIN_PREFIX): v
+            for k, v in tensors.items()
+            if k.startswith(TRAIN_PREFIX)
         }
     return Checkpoint(model=model, metadata=meta, path=path, train_tensors=train_tensors)
 

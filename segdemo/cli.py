@@ -1,4 +1,4 @@
-"""Command line: ``python -m segdemo {data,train,eval,predict,bench,export} ...``.
+"""Command line: ``python -m segdemo {data,train,eval,predict,bench,export,report} ...``.
 
 Every command has ``--help``. Errors a user can fix (a bad folder, a bad checkpoint, a bad
 image) print one line starting with ``error:`` and exit with status 2, without a traceback.
@@ -18,7 +18,9 @@ def _size(text: str) -> tuple[int, int]:
     try:
         values = [int(p) for p in parts]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 256x512 (HxW), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"size must look like 256x512 (HxW), got {text!r}"
+        ) from None
     if len(values) == 1:
         values = values * 2
     if len(values) != 2 or min(values) < 1:
@@ -281,6 +283,20 @@ def cmd_export(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- report
+
+
+def cmd_report(args) -> int:
+    from segdemo.report import build_report
+
+    report = build_report(
+        args.ckpt, args.data, args.out, split=args.split, max_items=args.max_items,
+        repeats=args.repeats, qualitative=args.qualitative,
+    )  # fmt: skip
+    print(f"wrote {', '.join(report['figures'])}, tables.md and results.json to {args.out}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -297,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", help="detect a dataset's format and count its images per split"
     )
     inspect.add_argument("root", help="dataset folder, or 'synthetic' for the built-in set")
-    inspect.add_argument("--format", default="auto", help="pairs, cityscapes, kitti, folder, synthetic")
+    inspect.add_argument(
+        "--format", default="auto", help="pairs, cityscapes, kitti, folder, synthetic"
+    )
     inspect.add_argument("--label-set", default="cityscapes19")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     inspect.set_defaults(func=cmd_data_inspect)
@@ -387,6 +405,16 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--fp16", action="store_true", help="with --safetensors: fp16 storage")
     ex.add_argument("--pretrained-dir", help="smp models: smp's save_pretrained folder")
     ex.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("report", help="evaluate checkpoints and write the results tables/figures")
+    rp.add_argument("--ckpt", action="append", required=True, help="repeat for each model")
+    rp.add_argument("--data", default="synthetic")
+    rp.add_argument("--split", default="val", choices=["train", "val"])
+    rp.add_argument("--max-items", type=int, help="evaluate on the first N images")
+    rp.add_argument("--repeats", type=int, default=20, help="latency repeats per setting")
+    rp.add_argument("--qualitative", type=int, default=6, help="rows in the qualitative grid")
+    rp.add_argument("--out", default="docs/results")
+    rp.set_defaults(func=cmd_report)
     return parser
 
 

@@ -194,5 +194,9 @@ def evaluate_checkpoint(
     result = evaluate(ckpt.model, dataset, **kwargs)
     result["checkpoint"] = str(ckpt_path)
     result["model"] = ckpt.metadata["model"]
-    result["dataset"] = {"root": str(data), "split": split, "format": getattr(dataset, "format", fmt)}
+    result["dataset"] = {
+        "root": str(data),
+        "split": split,
+        "format": getattr(dataset, "format", fmt),
+    }
     return result

@@ -46,7 +46,9 @@ def export_onnx(
     try:
         import onnx  # noqa: F401
     except ImportError as e:
-        raise ValueError("ONNX export needs the 'onnx' package: pip install onnx onnxruntime") from e
+        raise ValueError(
+            "ONNX export needs the 'onnx' package: pip install onnx onnxruntime"
+        ) from e
     ckpt = load_checkpoint(ckpt_path)
     forward_kwargs = {}
     if getattr(ckpt.model, "supports_pruning", False):

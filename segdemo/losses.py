@@ -47,7 +47,9 @@ class SegmentationLoss(nn.Module):
             loss = loss + self.dice(logits, target)
         return loss
 
-    def forward(self, heads: list[torch.Tensor] | torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, heads: list[torch.Tensor] | torch.Tensor, target: torch.Tensor
+    ) -> torch.Tensor:
         if isinstance(heads, torch.Tensor):
             heads = [heads]
         return torch.stack([self.single(h, target) for h in heads]).mean()

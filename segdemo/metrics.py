@@ -25,7 +25,9 @@ class ConfusionMatrix:
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch. Shape: ``pred`` and ``target`` are integer ``(N, H, W)``."""
         if pred.shape != target.shape:
-            raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}"
+            )
         valid = target != self.ignore_index
         t = target[valid].to(self.matrix.device, torch.int64)
         p = pred[valid].to(self.matrix.device, torch.int64)

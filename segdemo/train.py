@@ -438,7 +438,9 @@ def fit(
         rest = resumed.metadata["optimizer"]
         tensors = resumed.train_tensors
         optimizer_tensors = {
-            k.removeprefix("optimizer/"): v for k, v in tensors.items() if k.startswith("optimizer/")
+            k.removeprefix("optimizer/"): v
+            for k, v in tensors.items()
+            if k.startswith("optimizer/")
         }
         optimizer.load_state_dict(checkpoints.unflatten_optimizer_state(optimizer_tensors, rest))
         if "rng/torch" in tensors:  # dropout continues exactly where the stopped run was

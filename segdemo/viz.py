@@ -16,8 +16,10 @@ def colorize(mask: np.ndarray, label_set) -> np.ndarray:
 def overlay(image: np.ndarray, mask: np.ndarray, label_set, alpha: float = 0.5) -> np.ndarray:
     """Blend the colour mask over the photo; ignored pixels keep the photo."""
     if image.shape[:2] != mask.shape[:2]:
-        raise ValueError(f"image is {image.shape[1]}x{image.shape[0]} but mask is "
-                         f"{mask.shape[1]}x{mask.shape[0]}")
+        raise ValueError(
+            f"image is {image.shape[1]}x{image.shape[0]} but mask is "
+            f"{mask.shape[1]}x{mask.shape[0]}"
+        )
     color = colorize(mask, label_set).astype(np.float32)
     out = image[..., :3].astype(np.float32)
     valid = (np.asarray(mask) != label_set.ignore_index)[..., None]

@@ -147,3 +147,24 @@ def test_every_command_has_help():
             text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
         )  # fmt: skip
         assert done.returncode == 0 and "usage:" in done.stdout
+
+
+def test_report_writes_tables_figures_and_numbers(trained, tmp_path):
+    from segdemo.checkpoints import load_checkpoint
+
+    out = tmp_path / "results"
+    code = main(["report", "--ckpt", str(trained / "best.safetensors"), "--data", "synthetic",
+                 "--max-items", "4", "--repeats", "1", "--qualitative", "2", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "results.json").read_text())
+    (result,) = report["results"]
+    assert [(s["mode"], s["level"]) for s in result["settings"]][:4] == [
+        ("fast", 1), ("fast", 2), ("fast", 3), ("fast", 4)]  # fmt: skip
+    flops = [s["gflops"] for s in result["settings"][:4]]
+    assert flops == sorted(flops) and flops[0] < flops[-1]
+    stored = load_checkpoint(trained / "best.safetensors").metadata["train_state"]["history"]
+    assert result["history"] == stored
+    for name in ("per_class_iou.png", "pruning_tradeoff.png", "qualitative.png",
+                 "training_curves.png", "tables.md"):  # fmt: skip
+        assert (out / name).stat().st_size > 0
+    assert "| fast | L1 |" in (out / "tables.md").read_text()

@@ -74,7 +74,9 @@ def test_per_level_table_matches_evaluating_each_pruned_network():
     table = evaluate(model, dataset, device="cpu", precision="fp32")["per_level"]
     for mode in ("fast", "accurate"):
         for level in (1, 2, 3, 4):
-            single = evaluate(model, dataset, device="cpu", precision="fp32", mode=mode, level=level)
+            single = evaluate(
+                model, dataset, device="cpu", precision="fp32", mode=mode, level=level
+            )
             assert single["miou"] == pytest.approx(table[mode][str(level)]["miou"], abs=1e-6)
 
 

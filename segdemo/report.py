@@ -1,0 +1,267 @@
+"""The results report: every number in ``docs/results.md`` comes from one command.
+
+``python -m segdemo report --ckpt A --ckpt B --data ROOT --out docs/results`` evaluates each
+checkpoint on the whole split, times every U-Net++ level at the checkpoint's working size,
+and writes ``results.json`` (all numbers), ``tables.md`` (the markdown tables) and PNG
+figures: per-class IoU, the pruning trade-off, a qualitative grid and training curves.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from segdemo import runtime, viz  # noqa: E402
+from segdemo.bench import median_ms  # noqa: E402
+from segdemo.checkpoints import load_checkpoint  # noqa: E402
+from segdemo.data import open_dataset  # noqa: E402
+from segdemo.evaluate import evaluate  # noqa: E402
+from segdemo.inference import predict_logits, prepare_model, segment_image  # noqa: E402
+from segdemo.models import model_info  # noqa: E402
+
+
+def _settings(model) -> list[tuple[str | None, int | None]]:
+    if not getattr(model, "supports_pruning", False):
+        return [(None, None)]
+    levels = range(1, model.num_levels + 1)
+    return [(m, k) for m in ("fast", "accurate") for k in levels]
+
+
+def _name(path: Path, meta: dict) -> str:
+    return path.stem if path.stem not in ("best", "last") else f"{path.parent.name}"
+
+
+def measure_checkpoint(
+    path: Path, data: str, split: str, max_items: int | None, repeats: int, log: Callable
+) -> dict[str, Any]:
+    """Metrics on the split plus params, GFLOPs and latency for every setting of one model."""
+    ckpt = load_checkpoint(path)
+    meta = ckpt.metadata
+    dataset = open_dataset(
+        data, split, label_set=meta["label_set"]["name"], size=None,
+        normalization=ckpt.normalization,
+    )  # fmt: skip
+    model, device, precision = prepare_model(ckpt.model, "auto", "auto")
+    log(f"evaluating {path} on {len(dataset) if max_items is None else max_items} images")
+    metrics = evaluate(
+        model, dataset, input_size=ckpt.input_size, device=device, precision=precision,
+        max_items=max_items,
+    )  # fmt: skip
+    x = torch.randn(1, 3, *ckpt.input_size, generator=torch.Generator().manual_seed(0))
+    settings = []
+    for mode, level in _settings(model):
+        kwargs = {} if mode is None else {"mode": mode, "level": level}
+        info = model_info(model, ckpt.input_size, **kwargs)
+        ms = median_ms(lambda kw=kwargs: predict_logits(model, x, device, precision, **kw),
+                       repeats, warmup=3)  # fmt: skip
+        if mode is None:
+            miou, acc = metrics["miou"], metrics["pixel_accuracy"]
+        else:
+            level_metrics = metrics["per_level"][mode][str(level)]
+            miou, acc = level_metrics["miou"], level_metrics["pixel_accuracy"]
+        settings.append(
+            {"mode": mode, "level": level, "params": info["params"], "gflops": info["gflops"],
+             "ms": ms, "miou": miou, "pixel_accuracy": acc}
+        )  # fmt: skip
+        log(f"  {mode or 'default'} L{level or '-'}: mIoU {miou:.4f}, {ms:.1f} ms")
+    train_state = meta.get("train_state") or {}
+    return {
+        "name": _name(path, meta),
+        "path": str(path),
+        "model": meta["model"],
+        "model_kwargs": meta.get("model_kwargs", {}),
+        "input_size": meta["input_size"],
+        "epochs": meta.get("epoch"),
+        "train_config": meta.get("train_config"),
+        "history": meta.get("history") or train_state.get("history") or [],
+        "metrics": {k: v for k, v in metrics.items() if k != "confusion_matrix"},
+        "settings": settings,
+        "device": runtime.describe(device, precision),
+    }
+
+
+def _per_class_figure(results: list[dict], out: Path) -> None:
+    names = list(results[0]["metrics"]["per_class_iou"])
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    width = 0.8 / len(results)
+    for i, r in enumerate(results):
+        values = [r["metrics"]["per_class_iou"].get(n) or 0.0 for n in names]
+        ax.bar(np.arange(len(names)) + i * width, values, width,
+               label=f"{r['name']} (mIoU {r['metrics']['miou']:.3f})")  # fmt: skip
+    ax.set_xticks(np.arange(len(names)) + width * (len(results) - 1) / 2, names, rotation=45,
+                  ha="right")  # fmt: skip
+    ax.set_ylabel("IoU")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("Per-class IoU on the validation split")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _tradeoff_figure(results: list[dict], out: Path) -> bool:
+    pruned = [r for r in results if r["settings"][0]["mode"] is not None]
+    if not pruned:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in pruned:
+        for mode, marker in (("fast", "o"), ("accurate", "s")):
+            rows = [s for s in r["settings"] if s["mode"] == mode]
+            ax.plot([s["ms"] for s in rows], [s["miou"] for s in rows], "-", alpha=0.4)
+            ax.scatter([s["ms"] for s in rows], [s["miou"] for s in rows],
+                       s=[30 + 300 * s["params"] / max(x["params"] for x in rows) for s in rows],
+                       marker=marker, label=f"{r['name']} {mode}", alpha=0.8)  # fmt: skip
+            for s in rows:
+                ax.annotate(f"L{s['level']}", (s["ms"], s["miou"]), textcoords="offset points",
+                            xytext=(6, -4), fontsize=8)  # fmt: skip
+    for r in results:
+        if r["settings"][0]["mode"] is None:
+            s = r["settings"][0]
+            ax.scatter([s["ms"]], [s["miou"]], marker="^", s=120, label=r["name"])
+    ax.set_xlabel("latency, batch 1 (ms)")
+    ax.set_ylabel("val mIoU")
+    ax.set_title("U-Net++ pruning: accuracy against speed (point size ~ parameters)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _curves_figure(results: list[dict], out: Path) -> bool:
+    if not any(r["history"] for r in results):
+        return False
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for r in results:
+        h = r["history"]
+        if not h:
+            continue
+        a.plot([e["epoch"] for e in h], [e["train_loss"] for e in h], "o-", label=r["name"])
+        b.plot([e["epoch"] for e in h], [e["val_miou"] for e in h], "o-", label=r["name"])
+    a.set_xlabel("epoch")
+    a.set_ylabel("train loss")
+    b.set_xlabel("epoch")
+    b.set_ylabel("val mIoU")
+    a.legend()
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _qualitative_figure(paths: list[Path], results, data: str, split: str, n: int, out: Path):
+    loaded = [load_checkpoint(p) for p in paths]
+    first = loaded[0]
+    dataset = open_dataset(data, split, label_set=first.metadata["label_set"]["name"])
+    label_set = dataset.label_set
+    indices = np.linspace(0, len(dataset) - 1, n).round().astype(int)
+    cols = 2 + len(loaded)
+    fig, axes = plt.subplots(n, cols, figsize=(2.3 * cols, 2.3 * n), squeeze=False)
+    for row, index in enumerate(indices):
+        image, mask = dataset.read_raw(int(index))
+        panels = [("photo", image), ("ground truth", viz.colorize(mask, label_set))]
+        for r, ckpt in zip(results, loaded, strict=True):
+            model, device, precision = prepare_model(ckpt.model, "auto", "auto")
+            pred = segment_image(model, image, ckpt.input_size, device, precision)
+            panels.append((r["name"], viz.colorize(pred, label_set)))
+        for col, (title, picture) in enumerate(panels):
+            ax = axes[row][col]
+            ax.imshow(picture)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+
+
+def _tables(results: list[dict], meta: dict) -> str:
+    names = list(results[0]["metrics"]["per_class_iou"])
+    lines = [
+        f"Measured {meta['date']} on {meta['device']} ({meta['cpu']}), "
+        f"{meta['images']} {meta['split']} images of `{meta['data']}`.",
+        "",
+        "| model | mIoU | pixel acc. | params | GFLOPs | ms (batch 1) | epochs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        default = r["settings"][-1] if r["settings"][0]["mode"] else r["settings"][0]
+        lines.append(
+            f"| {r['name']} ({r['model']}) | {r['metrics']['miou']:.4f} | "
+            f"{r['metrics']['pixel_accuracy']:.4f} | {default['params'] / 1e6:.2f}M | "
+            f"{default['gflops']:.2f} | {default['ms']:.1f} | {r['epochs']} |"
+        )
+    lines += ["", "Per-class IoU:", "", "| class | " + " | ".join(r["name"] for r in results) + " |",
+              "|---|" + "---|" * len(results)]  # fmt: skip
+    for n in names:
+        cells = []
+        for r in results:
+            v = r["metrics"]["per_class_iou"].get(n)
+            cells.append("-" if v is None else f"{v:.3f}")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    for r in results:
+        if r["settings"][0]["mode"] is None:
+            continue
+        l4 = next(s for s in r["settings"] if s["mode"] == "fast" and s["level"] == 4)
+        lines += ["", f"U-Net++ levels of {r['name']}:", "",
+                  "| mode | level | mIoU | params | GFLOPs | ms | speed vs fast L4 |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for s in r["settings"]:
+            lines.append(
+                f"| {s['mode']} | L{s['level']} | {s['miou']:.4f} | {s['params'] / 1e6:.3f}M | "
+                f"{s['gflops']:.2f} | {s['ms']:.1f} | {l4['ms'] / s['ms']:.2f}x |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def build_report(
+    checkpoints: list[str | Path],
+    data: str,
+    out_dir: str | Path,
+    split: str = "val",
+    max_items: int | None = None,
+    repeats: int = 20,
+    qualitative: int = 6,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Measure ``checkpoints`` on ``data`` and write the report files into ``out_dir``."""
+    import datetime as dt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [Path(p) for p in checkpoints]
+    results = [measure_checkpoint(p, data, split, max_items, repeats, log) for p in paths]
+    meta = {
+        "date": dt.date.today().isoformat(),
+        "device": results[0]["device"],
+        "cpu": platform.processor() or platform.machine(),
+        "data": str(data),
+        "split": split,
+        "images": results[0]["metrics"]["images"],
+        "torch": torch.__version__,
+    }
+    _per_class_figure(results, out / "per_class_iou.png")
+    figures = ["per_class_iou.png"]
+    if _tradeoff_figure(results, out / "pruning_tradeoff.png"):
+        figures.append("pruning_tradeoff.png")
+    if _curves_figure(results, out / "training_curves.png"):
+        figures.append("training_curves.png")
+    if qualitative:
+        _qualitative_figure(paths, results, data, split, qualitative, out / "qualitative.png")
+        figures.append("qualitative.png")
+    (out / "tables.md").write_text(_tables(results, meta), encoding="utf-8")
+    report = {"meta": meta, "results": results, "figures": figures}
+    (out / "results.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return report

@@ -1,0 +1,214 @@
+"""What every page shares: session state, cached checkpoint loading, listings, the sidebar.
+
+Pages stay thin: widgets, one library call, render. Models are loaded once per checkpoint
+(``st.cache_resource`` keyed by path and mtime) and never mutated after loading.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import streamlit as st
+import torch
+
+from segdemo import runtime
+from segdemo.checkpoints import CheckpointError, list_checkpoints, load_checkpoint
+from segdemo.inference import prepare_model, pruning_kwargs
+
+REPO = Path(__file__).resolve().parents[1]
+# Bundled checkpoints ship with the repository; runs started from the app land in runs/.
+BUNDLED_DIR = Path(os.environ.get("SEGDEMO_CHECKPOINTS", REPO / "checkpoints"))
+RUNS_DIR = Path(os.environ.get("SEGDEMO_RUNS", REPO / "runs"))
+UPLOADED_DIR = RUNS_DIR / "uploaded"
+
+# Every session-state key the app uses, with its initial value (one place, as the style asks).
+STATE_DEFAULTS: dict[str, object] = {
+    "segment_checkpoints": None,  # list of selected checkpoint paths (None = defaults)
+    "segment_view": "overlay",
+    "segment_alpha": 0.5,
+    "compare_results": {},
+    # Segment page
+    "segment_photo": None,  # key of the photo shown side by side (None = the first)
+    "segment_masks": {},  # (checkpoint, mtime, photo, mode, level) -> SegmentResult, bounded
+    # Checkpoints page
+    "checkpoints_selected": None,  # path of the checkpoint whose details are shown
+    "checkpoints_new_name": "",  # rename field
+    "checkpoints_confirm_delete": False,
+    "checkpoints_upload_nonce": 0,  # bumped after each upload so the uploader starts empty
+    "checkpoints_notices": [],  # [(kind, message)] shown once at the top of the page
+}
+
+# Per-checkpoint controls (U-Net++ mode and pruning level on the Segment page): one widget
+# key per checkpoint, ``model_state_key(name, path)``, initialised by ``init_model_state``.
+MODEL_STATE_DEFAULTS: dict[str, object] = {
+    "segment_mode": "accurate",
+    "segment_level": 4,
+}
+
+
+def init_state() -> None:
+    for key, value in STATE_DEFAULTS.items():
+        # A copy, so sessions never share one mutable default (a dict or list).
+        st.session_state.setdefault(key, copy.copy(value))
+
+
+def model_state_key(name: str, path: str | Path) -> str:
+    """Session-state (and widget) key of control ``name`` for checkpoint ``path``."""
+    if name not in MODEL_STATE_DEFAULTS:
+        raise KeyError(
+            f"unknown per-checkpoint control {name!r}; known: {list(MODEL_STATE_DEFAULTS)}"
+        )
+    return f"{name}::{path}"
+
+
+def init_model_state(path: str | Path, num_levels: int = 4) -> None:
+    """Initialise the per-checkpoint controls of ``path`` (the full network, accurate mode)."""
+    defaults = dict(MODEL_STATE_DEFAULTS, segment_level=num_levels)
+    for name, value in defaults.items():
+        st.session_state.setdefault(model_state_key(name, path), value)
+
+
+def checkpoint_folders() -> list[Path]:
+    """Folders searched for checkpoints: the bundled ones, uploads, and every run folder."""
+    folders = [BUNDLED_DIR, UPLOADED_DIR]
+    if RUNS_DIR.is_dir():
+        folders += sorted(p for p in RUNS_DIR.iterdir() if p.is_dir() and p != UPLOADED_DIR)
+    return folders
+
+
+def _listing_key() -> tuple:
+    """Changes whenever a checkpoint is added, replaced or removed."""
+    key = []
+    for folder in checkpoint_folders():
+        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            stat = path.stat()
+            key.append((str(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(key)
+
+
+@st.cache_data(show_spinner=False)
+def _available(key: tuple) -> list[dict]:
+    rows = []
+    for folder in checkpoint_folders():
+        for path, meta in list_checkpoints(folder):
+            best = ((meta.get("metrics") or {}).get("best") or {}) or {}
+            rows.append(
+                {
+                    "path": str(path),
+                    "label": checkpoint_label(path, meta),
+                    "model": meta.get("model"),
+                    "model_kwargs": meta.get("model_kwargs", {}),
+                    "label_set": meta.get("label_set", {}).get("name"),
+                    "dataset": (meta.get("train_config") or {}).get("data"),
+                    "input_size": meta.get("input_size"),
+                    "miou": best.get("miou"),
+                    "created": meta.get("created"),
+                    "bundled": path.parent == BUNDLED_DIR,
+                    "supports_pruning": meta.get("model") in ("unetpp", "unetpp_ds")
+                    and meta.get("model_kwargs", {}).get("deep_supervision", True),
+                }
+            )
+    return rows
+
+
+def available_checkpoints() -> list[dict]:
+    """Every readable checkpoint (bundled first), as plain dicts for tables and pickers."""
+    return _available(_listing_key())
+
+
+def checkpoint_label(path: Path, meta: dict) -> str:
+    folder = path.parent.name if path.parent not in (BUNDLED_DIR,) else "bundled"
+    return f"{folder}/{path.stem} ({meta.get('model')})"
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load(path: str, mtime_ns: int, device: str, precision: str):
+    ckpt = load_checkpoint(path)
+    model, dev, prec = prepare_model(ckpt.model, device, precision)
+    ckpt.model = model
+    return ckpt, dev, prec
+
+
+def load_model(path: str | Path, device: str = "auto", precision: str = "auto"):
+    """``(Checkpoint, device, precision)`` for ``path``, loaded once per file version.
+
+    Raises:
+        CheckpointError: the file is unreadable or not a segdemo checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path.name} no longer exists")
+    return _load(str(path), path.stat().st_mtime_ns, device, precision)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _cost(path: str, mtime_ns: int, mode: str | None, level: int | None) -> dict[str, float]:
+    from segdemo.models import model_info
+
+    ckpt, _, _ = load_model(path)
+    kwargs = pruning_kwargs(ckpt.model, mode, level) if level is not None else {}
+    return model_info(ckpt.model, ckpt.input_size, **kwargs)
+
+
+def model_cost(path: str | Path, mode: str | None = None, level: int | None = None) -> dict:
+    """``{"params", "gflops"}`` of a checkpoint's model at its input size, computed once.
+
+    For a U-Net++ pass ``mode`` and ``level`` to get the pruned sub-network's cost.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path.name} no longer exists")
+    return _cost(str(path), path.stat().st_mtime_ns, mode, level)
+
+
+def page_link(page: str, label: str, icon: str | None = None) -> None:
+    """``st.page_link`` to ``page`` (e.g. ``"pages/train.py"``), or plain text while that
+    page's file does not exist yet (a link to a page the router lacks would raise)."""
+    if (REPO / page).is_file():
+        st.page_link(page, label=label, icon=icon)
+    else:
+        st.markdown(f"**{label}**")
+
+
+def inference_description() -> str:
+    device = runtime.resolve_device("auto")
+    return runtime.describe(device, runtime.resolve_precision("auto", device))
+
+
+def sidebar() -> None:
+    """Checkpoints and datasets available, and how inference runs on this machine."""
+    with st.sidebar:
+        rows = available_checkpoints()
+        st.caption("Checkpoints")
+        if rows:
+            for row in rows[:12]:
+                miou = f" · mIoU {row['miou']:.3f}" if row["miou"] is not None else ""
+                st.markdown(f"- `{row['label']}`{miou}")
+        else:
+            st.info("No checkpoints yet: train one in a minute on the Train page.")
+        st.caption("Datasets")
+        st.markdown("- built-in synthetic street scenes\n- any folder the loaders accept")
+        st.caption("Inference")
+        st.markdown(f"`{inference_description()}`")
+        st.caption(f"torch {torch.__version__}")
+
+
+__all__ = [
+    "BUNDLED_DIR",
+    "RUNS_DIR",
+    "UPLOADED_DIR",
+    "CheckpointError",
+    "MODEL_STATE_DEFAULTS",
+    "STATE_DEFAULTS",
+    "available_checkpoints",
+    "checkpoint_folders",
+    "init_model_state",
+    "init_state",
+    "load_model",
+    "model_cost",
+    "model_state_key",
+    "page_link",
+    "sidebar",
+]
