@@ -11,6 +11,7 @@ same optimizer state, schedule position and data order.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -192,10 +193,9 @@ class _StopFlag:
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            # signal.signal raises ValueError outside the main thread (e.g. the app's tests).
+            with contextlib.suppress(ValueError):
                 self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. inside a test runner thread)
-                pass
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
