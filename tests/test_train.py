@@ -161,3 +161,12 @@ def test_sigkill_during_training_leaves_a_loadable_checkpoint_and_resume_continu
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["step"] > step_before
+
+
+def test_binary_road_label_set_trains_a_two_class_model(tmp_path):
+    config = tiny_config(tmp_path, "unet", label_set="road", epochs=3, augment=False)
+    fit(config)
+    ckpt = load_checkpoint(Path(config.out) / "last.safetensors")
+    assert ckpt.metadata["num_classes"] == 2 and ckpt.label_set.names[1] == "road"
+    losses = [e["loss"] for e in read_progress(config.out) if e["event"] == "step"]
+    assert losses[-1] < losses[0]
