@@ -170,3 +170,27 @@ def test_binary_road_label_set_trains_a_two_class_model(tmp_path):
     assert ckpt.metadata["num_classes"] == 2 and ckpt.label_set.names[1] == "road"
     losses = [e["loss"] for e in read_progress(config.out) if e["event"] == "step"]
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_stops_cleanly_with_workers(tmp_path):
+    # Ctrl-C in a terminal signals every process of the group, DataLoader workers included.
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "segdemo", "train", "--data", "synthetic", "--synthetic-length",
+        "16", "--model", "unet", "--base-width", "4", "--size", "32x64", "--batch", "4",
+        "--epochs", "200", "--workers", "1", "--val-max-items", "2", "--log-every", "1",
+        "--precision", "fp32", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_progress(out)) < 4:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 0
+    events = read_progress(out)
+    stopped = next(e for e in events if e["event"] == "stopped")
+    assert stopped["reason"] == "SIGINT"
+    assert events[-1]["event"] == "end" and events[-1]["status"] == "stopped"
+    assert load_checkpoint(out / "last.safetensors").metadata["step"] == stopped["step"]
