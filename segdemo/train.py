@@ -222,8 +222,9 @@ def _seed_everything(seed: int) -> None:
 
 
 def _worker_init(worker_id: int) -> None:
-    # Ctrl-C reaches the whole process group: the workers leave stopping to the main
-    # process, which finishes its step and writes a checkpoint before they are shut down.
+    # Ctrl-C or a job scheduler's SIGTERM reaches the whole process group. A worker killed
+    # by it would make the main process fail; instead the workers leave stopping to the
+    # main process, which finishes its step and writes a checkpoint, then shuts them down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32

@@ -173,8 +173,10 @@ def test_binary_road_label_set_trains_a_two_class_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_ctrl_c_to_the_process_group_stops_cleanly_with_workers(tmp_path):
-    # Ctrl-C in a terminal signals every process of the group, DataLoader workers included.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_to_the_process_group_stops_cleanly_with_workers(tmp_path, sig):
+    # Ctrl-C in a terminal, or a scheduler stopping a job, signals every process of the
+    # group, DataLoader workers included.
     out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "segdemo", "train", "--data", "synthetic", "--synthetic-length",
@@ -187,10 +189,10 @@ def test_ctrl_c_to_the_process_group_stops_cleanly_with_workers(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and len(read_progress(out)) < 4:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, sig)
     assert proc.wait(timeout=120) == 0
     events = read_progress(out)
     stopped = next(e for e in events if e["event"] == "stopped")
-    assert stopped["reason"] == "SIGINT"
+    assert stopped["reason"] == sig.name
     assert events[-1]["event"] == "end" and events[-1]["status"] == "stopped"
     assert load_checkpoint(out / "last.safetensors").metadata["step"] == stopped["step"]
