@@ -1,0 +1,588 @@
+"""Training runs as separate processes, for the app (and anyone else): start, list, stop.
+
+A run is a folder ``<runs_dir>/<run_id>/`` holding what ``python -m segdemo train --out``
+writes there (``progress.jsonl``, ``last.safetensors``, ``best.safetensors``) plus:
+
+- ``run.json``: how it was started (pid, command, created, the TrainConfig values);
+- ``train.log``: the process's stdout and stderr.
+
+The process is started in its own session, so closing a browser tab, reloading the page or
+stopping Streamlit does not stop it; a page finds it again by listing ``runs_dir``. Its
+status is read from the files and the pid, never from memory:
+
+``starting``  the process runs but has not reported its first event yet;
+``running``   training or evaluating;
+``stopping``  a ``STOP`` file was written; the process ends after the current step;
+``finished``  all epochs done;
+``stopped``   ended early by ``STOP`` or a signal, ``last.safetensors`` written;
+``failed``    the process reported an error, or exited before reporting anything;
+``dead``      the process is gone without saying why (killed, machine restarted):
+              ``resume_run`` continues from the last epoch's checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from segdemo.train import TrainConfig, read_progress
+
+RUN_FILE = "run.json"
+LOG_FILE = "train.log"
+STOP_FILE = "STOP"
+LOCK_FILE = ".start.lock"
+ACTIVE = ("starting", "running", "stopping")
+# Where ``python -m segdemo`` is importable from, whatever the caller's working directory.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+Event = dict[str, Any]
+
+
+class RunAlreadyActive(RuntimeError):
+    """Another run is still training; pass ``allow_parallel=True`` to start one anyway."""
+
+
+@dataclass
+class RunInfo:
+    """One run folder as seen now: what was asked for and how far it got."""
+
+    run_id: str
+    path: Path
+    status: str
+    model: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    pid: int | None = None
+    created: float | None = None
+    command: list[str] = field(default_factory=list)
+    best_miou: float | None = None
+    best_checkpoint: Path | None = None
+    last_checkpoint: Path | None = None
+    error: str | None = None
+    hint: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        return self.status in ACTIVE
+
+
+# --------------------------------------------------------------------------- naming
+
+
+def new_run_id(model: str, runs_dir: str | Path, now: float | None = None) -> str:
+    """``20250101-120000-unet``: sortable by time, readable, unique within ``runs_dir``."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    base = f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', model)}"
+    run_id, n = base, 1
+    while (Path(runs_dir) / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+# --------------------------------------------------------------------------- command
+
+
+def train_arguments(config: TrainConfig) -> list[str]:
+    """``python -m segdemo train`` arguments for ``config`` (without ``--out``).
+
+    Only what differs from the TrainConfig defaults is spelled out, besides the data, model,
+    size, batch and epochs that make a command readable at a glance.
+
+    Raises:
+        ValueError: ``data_options`` other than ``length`` (the CLI has no flag for them).
+    """
+    default = TrainConfig()
+    data = config.data if config.data == "synthetic" else str(Path(config.data).resolve())
+    args = ["--data", data, "--model", config.model]
+    kwargs = dict(config.model_kwargs)
+    if "base_width" in kwargs:
+        args += ["--base-width", str(kwargs.pop("base_width"))]
+    if "encoder" in kwargs:
+        args += ["--encoder", str(kwargs.pop("encoder"))]
+    if "encoder_weights" in kwargs:
+        args += ["--encoder-weights", kwargs.pop("encoder_weights") or "none"]
+    if "deep_supervision" in kwargs:
+        flag = kwargs.pop("deep_supervision")
+        args.append("--deep-supervision" if flag else "--no-deep-supervision")
+    for key, value in kwargs.items():
+        args += ["--model-arg", f"{key}={json.dumps(value)}"]
+    h, w = config.size
+    args += ["--size", f"{h}x{w}", "--batch", str(config.batch_size)]
+    args += ["--epochs", str(config.epochs)]
+    options = dict(config.data_options)
+    if "length" in options:
+        args += ["--synthetic-length", str(options.pop("length"))]
+    if options:
+        raise ValueError(f"only the data option 'length' can be passed to a run, got {options}")
+    flags = {
+        "data_format": "--format",
+        "label_set": "--label-set",
+        "max_steps": "--max-steps",
+        "lr": "--lr",
+        "weight_decay": "--weight-decay",
+        "schedule": "--schedule",
+        "warmup_steps": "--warmup-steps",
+        "loss": "--loss",
+        "seed": "--seed",
+        "device": "--device",
+        "precision": "--precision",
+        "workers": "--workers",
+        "log_every": "--log-every",
+        "val_max_items": "--val-max-items",
+    }
+    for name, flag in flags.items():
+        value = getattr(config, name)
+        if value != getattr(default, name) and value is not None:
+            args += [flag, str(value)]
+    if not config.augment:
+        args.append("--no-augment")
+    return args
+
+
+def _pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` is a live segdemo process.
+
+    A zombie child is reaped and counts as gone; so does a pid that the system has given
+    to another program since (after a restart, say), which would otherwise look like a
+    run that never ends and block new ones.
+    """
+    if not pid:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)  # reaps it if it is our finished child
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass  # not our child: ask the kernel below
+    except OSError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path(f"/proc/{pid}")
+    with contextlib.suppress(OSError):  # Linux; elsewhere the pid alone decides
+        # "pid (comm) S ...": a zombie (Z) or dead (X) process is not training any more.
+        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return False
+        return b"segdemo" in (proc / "cmdline").read_bytes()
+    return True
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+@contextlib.contextmanager
+def _start_lock(runs_dir: Path):
+    """Serialise check-then-start so two sessions clicking Start at once get one run."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with (runs_dir / LOCK_FILE).open("w") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: no lock, the guard is best effort
+            pass
+        yield
+
+
+def _launch(run_dir: Path, args: list[str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "segdemo", "train", *args]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env["PYTHONUNBUFFERED"] = "1"
+    with (run_dir / LOG_FILE).open("ab") as log:
+        return subprocess.Popen(
+            command,
+            cwd=run_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a reload or Ctrl-C of Streamlit does not reach it
+            close_fds=True,
+        )
+
+
+def check_data(config: TrainConfig) -> None:
+    """Open both splits of ``config.data`` the way training will (listing only, no decoding).
+
+    Raises:
+        ValueError: the folder is missing or not a dataset, or the train split is smaller
+            than one batch (the message says which).
+    """
+    from segdemo.data import open_dataset
+
+    options = dict(fmt=config.data_format, label_set=config.label_set, **config.data_options)
+    train = open_dataset(config.data, "train", **options)
+    open_dataset(config.data, "val", **options)
+    if len(train) < config.batch_size:
+        raise ValueError(
+            f"the train split of {config.data} has {len(train)} images, fewer than one batch "
+            f"of {config.batch_size}"
+        )
+
+
+def start_run(
+    config: TrainConfig,
+    runs_dir: str | Path,
+    *,
+    allow_parallel: bool = False,
+    run_id: str | None = None,
+    validate: bool = True,
+) -> RunInfo:
+    """Start training ``config`` in a new process writing to ``<runs_dir>/<run_id>/``.
+
+    ``config.out`` is ignored: the run folder is chosen here. Returns at once.
+
+    Args:
+        allow_parallel: start even if another run in ``runs_dir`` is still active.
+        validate: open the dataset first (``check_data``), so that a bad folder is an
+            error here rather than a failed run.
+
+    Raises:
+        RunAlreadyActive: another run in ``runs_dir`` is active and ``allow_parallel`` is
+            False (the message names it).
+        ValueError: a bad dataset, or settings the command line cannot express.
+    """
+    runs_dir = Path(runs_dir)
+    args = train_arguments(config)
+    if validate:
+        check_data(config)
+    with _start_lock(runs_dir):
+        if not allow_parallel:
+            active = active_runs(runs_dir)
+            if active:
+                names = ", ".join(f"{r.run_id} ({r.status})" for r in active)
+                raise RunAlreadyActive(
+                    f"a training run is already active: {names}; stop it first or start "
+                    "this one anyway"
+                )
+        run_id = run_id or new_run_id(config.model, runs_dir)
+        run_dir = runs_dir / run_id
+        run_dir.mkdir(parents=True, exist_ok=False)
+        args += ["--out", str(run_dir.resolve()), "--quiet"]
+        created = time.time()
+        process = _launch(run_dir, args)
+        config_values = {**config.to_dict(), "out": str(run_dir.resolve())}
+        _write_json(
+            run_dir / RUN_FILE,
+            {
+                "run_id": run_id,
+                "pid": process.pid,
+                "command": [Path(sys.executable).name, "-m", "segdemo", "train", *args],
+                "args": args,
+                "created": created,
+                "launched": created,
+                "config": config_values,
+            },
+        )
+    return get_run(run_dir)
+
+
+def resume_run(run_dir: str | Path, *, allow_parallel: bool = False) -> RunInfo:
+    """Continue a stopped or dead run from its ``last.safetensors`` in a new process.
+
+    Raises:
+        RunAlreadyActive: as for ``start_run`` (the run itself counts if still active).
+        FileNotFoundError: the run has no ``run.json`` or no ``last.safetensors`` yet.
+    """
+    run_dir = Path(run_dir)
+    meta = _read_json(run_dir / RUN_FILE)
+    if not meta.get("args"):
+        raise FileNotFoundError(f"{run_dir.name} was not started from the app (no {RUN_FILE})")
+    if not (run_dir / "last.safetensors").is_file():
+        raise FileNotFoundError(f"{run_dir.name} has no last.safetensors to resume from")
+    with _start_lock(run_dir.parent):
+        info = get_run(run_dir)
+        if info.active:
+            raise RunAlreadyActive(f"{info.run_id} is still {info.status}")
+        if not allow_parallel:
+            active = active_runs(run_dir.parent)
+            if active:
+                names = ", ".join(r.run_id for r in active)
+                raise RunAlreadyActive(f"a training run is already active: {names}")
+        (run_dir / STOP_FILE).unlink(missing_ok=True)
+        args = [a for a in meta["args"] if a != "--resume"] + ["--resume"]
+        process = _launch(run_dir, args)
+        meta.update(pid=process.pid, launched=time.time(), args=args)
+        meta["command"] = [Path(sys.executable).name, "-m", "segdemo", "train", *args]
+        _write_json(run_dir / RUN_FILE, meta)
+    return get_run(run_dir)
+
+
+def stop_run(run_dir: str | Path) -> None:
+    """Ask a run to stop: it ends after the current step and writes ``last.safetensors``."""
+    path = Path(run_dir) / STOP_FILE
+    path.write_text(f"requested at {time.strftime('%Y-%m-%d %H:%M:%S')}\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def _last_log_error(run_dir: Path) -> str | None:
+    """The ``error: ...`` line of the CLI, else the last line of a traceback, from the log."""
+    try:
+        lines = (run_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    lines = [line.strip() for line in lines if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("error:"):
+            return line.removeprefix("error:").strip()
+    return lines[-1] if lines else None
+
+
+def _current_attempt(events: list[Event], launched: float | None) -> list[Event]:
+    """Events of the newest launch (a resumed run appends to the same progress file)."""
+    starts = [i for i, e in enumerate(events) if e.get("event") == "start"]
+    if not starts:
+        return []
+    last = starts[-1]
+    if launched is not None and events[last].get("time", launched) < launched - 1.0:
+        return []  # the newest process has not written its start event yet
+    return events[last:]
+
+
+def get_run(run_dir: str | Path) -> RunInfo:
+    """The state of one run folder now (what the Train page polls every few seconds)."""
+    run_dir = Path(run_dir)
+    meta = _read_json(run_dir / RUN_FILE)
+    events = read_progress(run_dir)
+    attempt = _current_attempt(events, meta.get("launched"))
+    start = next((e for e in reversed(events) if e.get("event") == "start"), {})
+    config = meta.get("config") or start.get("config") or {}
+    pid = meta.get("pid") or start.get("pid")
+    summary = summarize_progress(events, now=time.time())
+    kinds = {e.get("event"): e for e in attempt}
+    last_ckpt = run_dir / "last.safetensors"
+    best_ckpt = run_dir / "best.safetensors"
+    error = hint = None
+    if "end" in kinds:
+        status = "stopped" if kinds["end"].get("status") == "stopped" else "finished"
+    elif "failed" in kinds:
+        status, error = "failed", kinds["failed"].get("error")
+    elif _pid_alive(pid):
+        status = "starting" if not attempt else "running"
+        if (run_dir / STOP_FILE).exists():
+            status = "stopping"
+    elif not attempt:
+        status = "failed"
+        error = _last_log_error(run_dir) or "the training process exited before it started"
+    else:
+        status = "dead"
+    if status == "dead" or status == "stopped":
+        if last_ckpt.is_file():
+            hint = (
+                f"resume it from step {summary.get('checkpoint_step', '?')}: Resume, or "
+                f"python -m segdemo train --out {run_dir} --resume (same settings)"
+            )
+        else:
+            hint = "no checkpoint was written before it ended: start it again"
+        if status == "dead":
+            hint = f"interrupted (process {pid} is gone); {hint}"
+    return RunInfo(
+        run_id=run_dir.name,
+        path=run_dir,
+        status=status,
+        model=config.get("model"),
+        config=config,
+        pid=pid,
+        created=meta.get("created") or (events[0].get("time") if events else None),
+        command=meta.get("command", []),
+        best_miou=summary.get("best_miou"),
+        best_checkpoint=best_ckpt if best_ckpt.is_file() else None,
+        last_checkpoint=last_ckpt if last_ckpt.is_file() else None,
+        error=error,
+        hint=hint,
+        summary=summary,
+    )
+
+
+def list_runs(runs_dir: str | Path) -> list[RunInfo]:
+    """Every run folder in ``runs_dir`` (with ``run.json`` or ``progress.jsonl``), newest first."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    found = [
+        get_run(p)
+        for p in runs_dir.iterdir()
+        if p.is_dir() and ((p / RUN_FILE).is_file() or (p / "progress.jsonl").is_file())
+    ]
+    return sorted(found, key=lambda r: (r.created or 0.0, r.run_id), reverse=True)
+
+
+def active_runs(runs_dir: str | Path) -> list[RunInfo]:
+    """Runs in ``runs_dir`` whose process is still training (starting, running, stopping)."""
+    return [run for run in list_runs(runs_dir) if run.active]
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def summarize_progress(events: list[Event], now: float | None = None) -> dict[str, Any]:
+    """What a progress display needs from ``progress.jsonl`` events (pure function).
+
+    Args:
+        events: as from ``segdemo.train.read_progress``; a resumed run's events follow the
+            earlier ones in the same list.
+        now: wall-clock time (``time.time()``); with it the ETA counts down between events
+            and ``elapsed_s`` of a run still training is filled (an ended run's elapsed
+            time runs to its last event).
+
+    Returns:
+        ``phase`` (waiting, training, done, stopped, failed), ``step``, ``total_steps``,
+        ``fraction`` (0..1), ``epoch`` (completed), ``epochs``, ``eta_s`` (None until
+        known), ``last_loss``, ``lr``, ``images_per_s``, ``best_miou``, ``last_miou``,
+        ``checkpoint_step``, ``loss_curve`` {"step", "loss"}, ``val_curve`` {"epoch",
+        "step", "val_miou", "train_loss"}, ``per_level_miou`` (U-Net++, newest epoch),
+        ``per_class_iou`` (newest epoch), ``device``, ``train_images``, ``val_images``,
+        ``error``, ``stop_reason``, ``elapsed_s``.
+    """
+    summary: dict[str, Any] = {
+        "phase": "waiting",
+        "step": 0,
+        "total_steps": None,
+        "fraction": 0.0,
+        "epoch": 0,
+        "epochs": None,
+        "eta_s": None,
+        "last_loss": None,
+        "lr": None,
+        "images_per_s": None,
+        "best_miou": None,
+        "last_miou": None,
+        "checkpoint_step": None,
+        "loss_curve": {"step": [], "loss": []},
+        "val_curve": {"epoch": [], "step": [], "val_miou": [], "train_loss": []},
+        "per_level_miou": None,
+        "per_class_iou": None,
+        "device": None,
+        "train_images": None,
+        "val_images": None,
+        "error": None,
+        "stop_reason": None,
+        "elapsed_s": None,
+    }
+    losses: dict[int, float] = {}
+    vals: dict[int, Event] = {}
+    first_time = last_time = last_step_time = last_step_eta = None
+    eval_s = None
+    for event in events:
+        kind = event.get("event")
+        first_time = first_time if first_time is not None else event.get("time")
+        last_time = event.get("time", last_time)
+        if kind == "start":
+            step = int(event.get("step", 0))
+            # A resumed run repeats the steps after its checkpoint: keep the newest values.
+            losses = {s: v for s, v in losses.items() if s <= step}
+            vals = {e: v for e, v in vals.items() if v["step"] <= step}
+            summary.update(
+                phase="training",
+                step=step,
+                total_steps=event.get("total_steps"),
+                epochs=(event.get("config") or {}).get("epochs"),
+                device=event.get("device"),
+                train_images=event.get("train_images"),
+                val_images=event.get("val_images"),
+                error=None,
+                stop_reason=None,
+                eta_s=None,
+            )
+            last_step_time = last_step_eta = None
+        elif kind == "step":
+            losses[int(event["step"])] = float(event["loss"])
+            summary.update(
+                step=int(event["step"]),
+                total_steps=event.get("total_steps", summary["total_steps"]),
+                epochs=event.get("epochs", summary["epochs"]),
+                last_loss=float(event["loss"]),
+                lr=event.get("lr"),
+                images_per_s=event.get("images_per_s"),
+            )
+            last_step_time, last_step_eta = event.get("time"), event.get("eta_s")
+        elif kind == "epoch":
+            vals[int(event["epoch"])] = event
+            eval_s = event.get("eval_time_s", eval_s)
+            summary.update(
+                epoch=int(event["epoch"]),
+                step=int(event.get("step", summary["step"])),
+                last_miou=event.get("val_miou"),
+                per_level_miou=event.get("per_level_miou"),
+                per_class_iou=event.get("per_class_iou"),
+                checkpoint_step=int(event.get("step", summary["step"])),
+            )
+        elif kind == "stopped":
+            summary.update(phase="stopped", stop_reason=event.get("reason"))
+            summary["checkpoint_step"] = int(event.get("step", summary["step"]))
+        elif kind == "failed":
+            summary.update(phase="failed", error=event.get("error"))
+        elif kind == "end":
+            summary["phase"] = "stopped" if event.get("status") == "stopped" else "done"
+            if summary["phase"] == "done":
+                summary["eta_s"] = 0.0
+    for step in sorted(losses):
+        summary["loss_curve"]["step"].append(step)
+        summary["loss_curve"]["loss"].append(losses[step])
+    for epoch in sorted(vals):
+        event = vals[epoch]
+        curve = summary["val_curve"]
+        curve["epoch"].append(epoch)
+        curve["step"].append(int(event.get("step", 0)))
+        curve["val_miou"].append(event.get("val_miou"))
+        curve["train_loss"].append(event.get("train_loss"))
+    mious = [m for m in summary["val_curve"]["val_miou"] if m is not None]
+    summary["best_miou"] = max(mious) if mious else None
+    total = summary["total_steps"]
+    if total:
+        summary["fraction"] = min(max(summary["step"] / total, 0.0), 1.0)
+    if summary["phase"] == "training" and last_step_eta is not None:
+        eta = float(last_step_eta)
+        if now is not None and last_step_time is not None:
+            eta = max(eta - (now - last_step_time), 0.0)
+        epochs = summary["epochs"]
+        if eval_s is not None and epochs is not None:
+            eta += eval_s * max(epochs - summary["epoch"], 0)  # evaluations still to come
+        summary["eta_s"] = eta
+    if first_time is not None:
+        until = now if summary["phase"] in ("waiting", "training") else last_time
+        if until is not None:
+            summary["elapsed_s"] = max(until - first_time, 0.0)
+    return summary
+
+
+def format_duration(seconds: float | None) -> str:
+    """``75`` -> ``"1 min 15 s"``; None -> ``"?"``."""
+    if seconds is None:
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"

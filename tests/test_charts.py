@@ -1,0 +1,82 @@
+"""The Plotly figures hold the numbers they were given, on the axes they claim."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from segdemo import charts
+from segdemo.labels import get_label_set
+
+
+def test_per_class_iou_bars_one_trace_per_model():
+    fig = charts.per_class_iou_bars(
+        {"unet": {"road": 0.9, "car": None}, "unetpp": {"road": 0.8, "car": 0.5, "sky": 0.7}}
+    )
+    assert [t.type for t in fig.data] == ["bar", "bar"]
+    assert [t.name for t in fig.data] == ["unet", "unetpp"]
+    assert list(fig.data[0].x) == ["road", "car", "sky"]
+    assert list(fig.data[0].y) == [0.9, None, None]
+    assert list(fig.data[1].y) == [0.8, 0.5, 0.7]
+    assert fig.layout.barmode == "group" and tuple(fig.layout.yaxis.range) == (0, 1)
+
+
+def test_confusion_heatmap_is_row_normalised_and_drops_empty_classes():
+    matrix = [[8, 2, 0], [0, 0, 0], [1, 0, 3]]  # rows = ground truth; class b never occurs
+    fig = charts.confusion_heatmap(matrix, ["a", "b", "c"], hide_empty=False)
+    heat = fig.data[0]
+    assert heat.type == "heatmap" and list(heat.x) == ["a", "b", "c"]
+    assert heat.z[0] == pytest.approx((0.8, 0.2, 0.0))
+    assert list(heat.z[1]) == [None, None, None]
+    assert heat.z[2] == pytest.approx((0.25, 0.0, 0.75))
+    assert fig.layout.yaxis.title.text == "ground truth"
+
+    # b is predicted once for a's pixels, so it stays; d is in neither truth nor prediction.
+    fig = charts.confusion_heatmap(np.pad(np.asarray(matrix), (0, 1)), ["a", "b", "c", "d"])
+    assert list(fig.data[0].y) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="3 class names"):
+        charts.confusion_heatmap(np.zeros((2, 2)), ["a", "b", "c"])
+
+
+def test_pruning_tradeoff_traces_per_mode_labelled_by_level():
+    points = [
+        {"model": "unetpp", "mode": mode, "level": level, "miou": 0.1 * level + (mode == "accurate") * 0.01,
+         "latency_ms": 2.0 * level, "params": 1000 * level**2}
+        for mode in ("accurate", "fast") for level in (4, 3, 2, 1)
+    ]  # fmt: skip
+    fig = charts.pruning_tradeoff(points)
+    assert [t.name for t in fig.data] == ["unetpp · fast", "unetpp · accurate"]
+    fast = fig.data[0]
+    assert list(fast.text) == ["L1", "L2", "L3", "L4"]
+    assert list(fast.x) == [2.0, 4.0, 6.0, 8.0]
+    assert list(fast.y) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert fast.marker.size[0] < fast.marker.size[-1]  # more parameters, bigger marker
+    assert fig.data[1].line.dash == "dash" and fast.line.dash == "solid"
+    assert "latency" in fig.layout.xaxis.title.text and fig.layout.yaxis.title.text == "mIoU"
+
+
+def test_training_curves_two_panels():
+    fig = charts.training_curves(
+        {"step": [10, 20], "loss": [2.0, 1.5]},
+        {"epoch": [1], "step": [20], "val_miou": [0.3], "train_loss": [1.7]},
+    )
+    by_name = {t.name: t for t in fig.data}
+    assert list(by_name["loss"].x) == [10, 20] and list(by_name["loss"].y) == [2.0, 1.5]
+    assert by_name["val mIoU"].xaxis == "x2" and list(by_name["val mIoU"].y) == [0.3]
+    assert list(by_name["epoch mean loss"].x) == [20]
+    empty = charts.training_curves({"step": [], "loss": []}, {"epoch": [], "val_miou": []})
+    assert [t.name for t in empty.data] == ["loss", "val mIoU"]
+
+
+def test_class_frequency_bars_use_label_set_colours():
+    labels = get_label_set("cityscapes19")
+    counts = np.zeros(labels.num_classes, dtype=np.int64)
+    counts[0], counts[10] = 300, 100
+    fig = charts.class_frequency_bars(labels.names, counts, labels.colors)
+    bar = fig.data[0]
+    assert list(bar.x) == list(labels.names)
+    assert bar.y[0] == pytest.approx(0.75) and bar.y[10] == pytest.approx(0.25)
+    r, g, b = labels.colors[0]
+    assert bar.marker.color[0] == f"#{r:02x}{g:02x}{b:02x}"
+    with pytest.raises(ValueError):
+        charts.class_frequency_bars(["a"], [1, 2], [(0, 0, 0)])
