@@ -77,7 +77,7 @@ def load_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
         raise ImageError(f"{name} is not an image segdemo can read (JPG, PNG, WebP, ...)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name} is truncated or corrupt ({e})") from e
-    arr = np.asarray(rgb, dtype=np.uint8)
+    arr = np.array(rgb, dtype=np.uint8)  # a writable copy, safe to hand to torch
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError(f"{name} has no pixels")
     return arr

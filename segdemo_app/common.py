@@ -92,7 +92,11 @@ def _listing_key() -> tuple:
 def _available(key: tuple) -> list[dict]:
     rows = []
     for folder in checkpoint_folders():
-        for path, meta in list_checkpoints(folder):
+        found = list_checkpoints(folder)
+        names = {path.name for path, _ in found}
+        for path, meta in found:
+            if path.name == "last.safetensors" and "best.safetensors" in names:
+                continue  # a run folder offers its best epoch; last is for --resume
             best = ((meta.get("metrics") or {}).get("best") or {}) or {}
             rows.append(
                 {

@@ -1,0 +1,96 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+# --------------------------------------------------------------------------- app fixtures
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """A tiny U-Net and a tiny U-Net++ (base width 4, 32x64, one short epoch on synthetic
+    scenes), trained once per test session, in a folder laid out like ``checkpoints/``.
+
+    Returns:
+        ``{"dir": folder, "unet": path, "unetpp": path}``; treat them as read-only.
+    """
+    from segdemo.train import TrainConfig, fit
+
+    root = tmp_path_factory.mktemp("tiny_checkpoints")
+    folder = root / "bundled"
+    folder.mkdir()
+    paths = {"dir": folder}
+    for model in ("unet", "unetpp"):
+        config = TrainConfig(
+            data="synthetic",
+            data_options={"length": 8},
+            model=model,
+            model_kwargs={"base_width": 4},
+            size=(32, 64),
+            batch_size=4,
+            epochs=1,
+            workers=0,
+            out=str(root / f"run-{model}"),
+            val_max_items=2,
+            precision="fp32",
+        )
+        fit(config)
+        paths[model] = folder / f"{model}.safetensors"
+        shutil.copyfile(root / f"run-{model}" / "best.safetensors", paths[model])
+    return paths
+
+
+@pytest.fixture
+def app_dirs(tiny_checkpoints, tmp_path, monkeypatch) -> dict[str, Path]:
+    """Point the app at the tiny checkpoints (as bundled) and a fresh, empty runs folder.
+
+    ``segdemo_app.common`` reads SEGDEMO_CHECKPOINTS / SEGDEMO_RUNS when first imported,
+    and AppTest runs pages in this process, so the module attributes are patched too.
+    """
+    from segdemo_app import common
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setenv("SEGDEMO_CHECKPOINTS", str(tiny_checkpoints["dir"]))
+    monkeypatch.setenv("SEGDEMO_RUNS", str(runs))
+    monkeypatch.setattr(common, "BUNDLED_DIR", tiny_checkpoints["dir"])
+    monkeypatch.setattr(common, "RUNS_DIR", runs)
+    monkeypatch.setattr(common, "UPLOADED_DIR", runs / "uploaded")
+    return {"bundled": tiny_checkpoints["dir"], "runs": runs, "uploaded": runs / "uploaded"}
+
+
+@pytest.fixture
+def no_checkpoints(tmp_path, monkeypatch) -> None:
+    """Point the app at empty checkpoint and run folders."""
+    from segdemo_app import common
+
+    empty, runs = tmp_path / "no-checkpoints", tmp_path / "runs"
+    empty.mkdir()
+    runs.mkdir()
+    monkeypatch.setenv("SEGDEMO_CHECKPOINTS", str(empty))
+    monkeypatch.setenv("SEGDEMO_RUNS", str(runs))
+    monkeypatch.setattr(common, "BUNDLED_DIR", empty)
+    monkeypatch.setattr(common, "RUNS_DIR", runs)
+    monkeypatch.setattr(common, "UPLOADED_DIR", runs / "uploaded")
+
+
+# --------------------------------------------------------------------------- training runs
+
+
+@pytest.fixture
+def trainer_stand_in():
+    """The pid of a live process whose command line names segdemo, as a training run's
+    does: a run folder pointing at it is "running" (segdemo.runs checks both)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(900)", "segdemo", "train", "(stand-in)"]
+    )
+    yield process.pid
+    process.kill()
+    process.wait()
