@@ -222,12 +222,13 @@ def test_checkpoints_page_in_browser(server, browser_page, tmp_path):
     """The Checkpoints page, reached through the router's navigation."""
     page = browser_page
     page.goto(server)
+    sidebar = page.locator('[data-testid="stSidebarUserContent"]')
+    sidebar.get_by_text("Inference").wait_for()  # app.py's router has run
     page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Checkpoints").first.click()
     page.get_by_role("heading", name="Checkpoints").first.wait_for()
     page.locator('[data-testid="stDataFrame"]').first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
-    sidebar = page.locator('[data-testid="stSidebarUserContent"]')
-    sidebar.get_by_text("Inference").wait_for()  # common.sidebar(): app.py ran
+    sidebar.get_by_text("Inference").wait_for()  # common.sidebar(): still through app.py
     nav = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
     assert [text.split()[-1] for text in nav] == [
         "Segment", "Compare", "Train", "Data", "Checkpoints",
