@@ -65,7 +65,12 @@ def test_loss_falls_on_a_tiny_synthetic_set(tmp_path, model):
     # smp encoders to move within 60 steps.
     lr = 1e-2 if model in ("unet", "unetpp") else 3e-3
     config = tiny_config(
-        tmp_path, model, data_options={"length": 8}, epochs=30, augment=False, val_max_items=2,
+        tmp_path,
+        model,
+        data_options={"length": 8},
+        epochs=30,
+        augment=False,
+        val_max_items=2,
         lr=lr,
     )
     fit(config)
