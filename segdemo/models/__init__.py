@@ -5,11 +5,8 @@ Every registered builder takes ``num_classes`` plus keyword arguments and return
 H and W. U-Net++ models (``model.supports_pruning``) also take ``mode`` and ``level``.
 """
 
-from segdemo.models import smp_models as _smp_models  # noqa: E402,F401
-
 # Importing the architecture modules registers their builders.
-from segdemo.models import unet as _unet  # noqa: E402,F401,I001
-from segdemo.models import unetpp as _unetpp  # noqa: E402,F401
+from segdemo.models import smp_models, unet, unetpp  # noqa: F401
 from segdemo.models.registry import create_model, list_models, model_info, register_model
 
 __all__ = ["create_model", "list_models", "model_info", "register_model"]
