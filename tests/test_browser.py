@@ -235,3 +235,30 @@ def test_checkpoints_page_in_browser(server, browser_page, tmp_path):
     ]  # fmt: skip
     assert_no_errors(page)
     save_screenshot(page, tmp_path, "checkpoints.png")
+
+
+def test_compare_page_in_browser(server, browser_page, tmp_path):
+    """Compare evaluates two checkpoints and draws the per-class and trade-off charts."""
+    page = browser_page
+    page.goto(server)
+    sidebar = page.locator('[data-testid="stSidebarUserContent"]')
+    sidebar.get_by_text("Inference").wait_for()  # app.py's router has run
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Compare").first.click()
+    page.get_by_role("heading", name="Compare models").first.wait_for()
+    page.get_by_role("button", name="Evaluate").first.click()
+    page.get_by_role("heading", name="Results on").first.wait_for()
+    # Per-class IoU, confusion matrix and, for the U-Net++, the pruning trade-off.
+    page.wait_for_function(
+        "() => document.querySelectorAll('.js-plotly-plot').length >= 3", timeout=SLOW
+    )
+    page.wait_for_timeout(1500)  # let the last chart finish drawing
+    assert_no_errors(page)
+    save_screenshot(page, tmp_path, "compare.png")
+    # The charts sit below the fold of Streamlit's scrolling main area: shoot them directly.
+    tradeoff = page.locator(".js-plotly-plot").last
+    tradeoff.scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    path = tmp_path / "compare-tradeoff.png"
+    tradeoff.screenshot(path=str(path))
+    if os.environ.get("SEGDEMO_SCREENSHOTS"):
+        shutil.copyfile(path, Path(os.environ["SEGDEMO_SCREENSHOTS"]) / path.name)
