@@ -168,3 +168,29 @@ def test_report_writes_tables_figures_and_numbers(trained, tmp_path):
                  "training_curves.png", "tables.md"):  # fmt: skip
         assert (out / name).stat().st_size > 0
     assert "| fast | L1 |" in (out / "tables.md").read_text()
+
+
+def test_export_smp_model_in_smps_own_layout(tmp_path):
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from segdemo import checkpoints
+    from segdemo.labels import get_label_set
+    from segdemo.models import create_model
+
+    labels = get_label_set("cityscapes19")
+    model = create_model("smp_unet", 19, encoder="resnet18").eval()
+    meta = checkpoints.build_metadata(model, labels, (64, 64), model.normalization)
+    ckpt = checkpoints.save_checkpoint(tmp_path / "smp.safetensors", model, meta)
+    out = tmp_path / "smp_layout"
+    assert main(["export", "--ckpt", str(ckpt), "--pretrained-dir", str(out)]) == 0
+    reloaded = smp.from_pretrained(str(out)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), model(x))
+
+
+def test_export_pretrained_dir_refuses_a_scratch_model(trained, tmp_path, capsys):
+    code = main(["export", "--ckpt", str(trained / "best.safetensors"), "--pretrained-dir",
+                 str(tmp_path / "x")])  # fmt: skip
+    assert code == 2 and "not an smp model" in capsys.readouterr().err
