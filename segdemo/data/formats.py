@@ -335,7 +335,32 @@ _CS_IMAGE_SUFFIX = "_leftImg8bit.png"
 _CS_LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 
-class CityscapesDataset(SegmentationDataset):
+class LabelIdDataset(SegmentationDataset):
+    """Images with label-id PNG masks (official Cityscapes ids): subclasses fill
+    ``self.images`` and ``self.labels`` (paired lists of paths) in ``__init__``."""
+
+    images: list[Path]
+    labels: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def item_path(self, index: int) -> str:
+        return str(self.images[index])
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image = _open_rgb(self.images[index])
+        label_path = self.labels[index]
+        with Image.open(label_path) as im:
+            ids = np.asarray(im if im.mode in ("L", "P", "I", "I;16") else im.convert("L"))
+        mask = self.label_set.from_label_ids(ids)
+        return image, self._fit_mask(mask, image, label_path, self.images[index])
+
+    def _fingerprint_parts(self) -> list[str]:
+        return self._stat_parts(self.images + self.labels)
+
+
+class CityscapesDataset(LabelIdDataset):
     """Official Cityscapes: ``leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
     ``gtFine/<split>/<city>/*_gtFine_labelIds.png`` (city folders optional)."""
 
@@ -366,23 +391,6 @@ class CityscapesDataset(SegmentationDataset):
         self.images = [images[k] for k in keys]
         self.labels = [labels[k] for k in keys]
 
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def item_path(self, index: int) -> str:
-        return str(self.images[index])
-
-    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image = _open_rgb(self.images[index])
-        label_path = self.labels[index]
-        with Image.open(label_path) as im:
-            ids = np.asarray(im if im.mode in ("L", "P", "I", "I;16") else im.convert("L"))
-        mask = self.label_set.from_label_ids(ids)
-        return image, self._fit_mask(mask, image, label_path, self.images[index])
-
-    def _fingerprint_parts(self) -> list[str]:
-        return self._stat_parts(self.images + self.labels)
-
 
 def _check_pairing(images: dict, labels: dict, image_dir: Path, label_dir: Path) -> None:
     no_label = sorted(set(images) - set(labels))
@@ -402,7 +410,7 @@ def _check_pairing(images: dict, labels: dict, image_dir: Path, label_dir: Path)
 # --- kitti --------------------------------------------------------------------------------------
 
 
-class KittiDataset(SegmentationDataset):
+class KittiDataset(LabelIdDataset):
     """KITTI semantics: ``training/image_2/*.png`` + ``training/semantic/*.png`` (label ids).
 
     KITTI has no official val split: every 5th file by sorted name (the 5th, 10th, ...)
@@ -429,22 +437,6 @@ class KittiDataset(SegmentationDataset):
         keys = _deterministic_split(sorted(images), split, val_every)
         self.images = [images[k] for k in keys]
         self.labels = [labels[k] for k in keys]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def item_path(self, index: int) -> str:
-        return str(self.images[index])
-
-    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        image = _open_rgb(self.images[index])
-        with Image.open(self.labels[index]) as im:
-            ids = np.asarray(im if im.mode in ("L", "P", "I", "I;16") else im.convert("L"))
-        mask = self.label_set.from_label_ids(ids)
-        return image, self._fit_mask(mask, image, self.labels[index], self.images[index])
-
-    def _fingerprint_parts(self) -> list[str]:
-        return self._stat_parts(self.images + self.labels)
 
 
 def kitti_base(root: Path) -> Path:
