@@ -335,12 +335,12 @@ _CS_IMAGE_SUFFIX = "_leftImg8bit.png"
 _CS_LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 
-class LabelIdDataset(SegmentationDataset):
-    """Images with label-id PNG masks (official Cityscapes ids): subclasses fill
-    ``self.images`` and ``self.labels`` (paired lists of paths) in ``__init__``."""
+class PairedFilesDataset(SegmentationDataset):
+    """An image file and a mask file per item: subclasses fill ``self.images`` and
+    ``self.masks`` (paired lists of paths) in ``__init__`` and read a pair in ``_load``."""
 
     images: list[Path]
-    labels: list[Path]
+    masks: list[Path]
 
     def __len__(self) -> int:
         return len(self.images)
@@ -348,16 +348,20 @@ class LabelIdDataset(SegmentationDataset):
     def item_path(self, index: int) -> str:
         return str(self.images[index])
 
+    def _fingerprint_parts(self) -> list[str]:
+        return self._stat_parts(self.images + self.masks)
+
+
+class LabelIdDataset(PairedFilesDataset):
+    """Masks are label-id PNGs (official Cityscapes ids), mapped to the label set."""
+
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image = _open_rgb(self.images[index])
-        label_path = self.labels[index]
+        label_path = self.masks[index]
         with Image.open(label_path) as im:
             ids = np.asarray(im if im.mode in ("L", "P", "I", "I;16") else im.convert("L"))
         mask = self.label_set.from_label_ids(ids)
         return image, self._fit_mask(mask, image, label_path, self.images[index])
-
-    def _fingerprint_parts(self) -> list[str]:
-        return self._stat_parts(self.images + self.labels)
 
 
 class CityscapesDataset(LabelIdDataset):
@@ -389,7 +393,7 @@ class CityscapesDataset(LabelIdDataset):
         _check_pairing(images, labels, image_dir, label_dir)
         keys = sorted(images)
         self.images = [images[k] for k in keys]
-        self.labels = [labels[k] for k in keys]
+        self.masks = [labels[k] for k in keys]
 
 
 def _check_pairing(images: dict, labels: dict, image_dir: Path, label_dir: Path) -> None:
@@ -436,7 +440,7 @@ class KittiDataset(LabelIdDataset):
         _check_pairing(images, labels, image_dir, label_dir)
         keys = _deterministic_split(sorted(images), split, val_every)
         self.images = [images[k] for k in keys]
-        self.labels = [labels[k] for k in keys]
+        self.masks = [labels[k] for k in keys]
 
 
 def kitti_base(root: Path) -> Path:
@@ -447,7 +451,7 @@ def kitti_base(root: Path) -> Path:
 # --- folder -------------------------------------------------------------------------------------
 
 
-class FolderDataset(SegmentationDataset):
+class FolderDataset(PairedFilesDataset):
     """``images/`` + ``masks/`` with matching stems (optionally under ``train/`` and ``val/``).
 
     A mask is read as train ids when it is single-channel (L, P, I) and by nearest colour
@@ -479,12 +483,6 @@ class FolderDataset(SegmentationDataset):
         self.images = [images[k] for k in keys]
         self.masks = [masks[k] for k in keys]
         self._max_color_distance = max_color_distance
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def item_path(self, index: int) -> str:
-        return str(self.images[index])
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image = _open_rgb(self.images[index])
@@ -518,9 +516,6 @@ class FolderDataset(SegmentationDataset):
                 )
             mask = np.where(valid, ids, self.label_set.ignore_index).astype(np.uint8)
         return image, self._fit_mask(mask, image, mask_path, self.images[index])
-
-    def _fingerprint_parts(self) -> list[str]:
-        return self._stat_parts(self.images + self.masks)
 
 
 # --- synthetic ----------------------------------------------------------------------------------

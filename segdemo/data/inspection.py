@@ -11,9 +11,7 @@ from PIL import Image
 
 from segdemo.data.formats import (
     SPLITS,
-    CityscapesDataset,
-    FolderDataset,
-    KittiDataset,
+    PairedFilesDataset,
     PairsDataset,
     SegmentationDataset,
     SyntheticDataset,
@@ -30,17 +28,13 @@ SAMPLE_ITEMS = 4
 def _item_files(ds: SegmentationDataset) -> list[Path]:
     if isinstance(ds, PairsDataset):
         return ds.files
-    if isinstance(ds, CityscapesDataset | KittiDataset | FolderDataset):
+    if isinstance(ds, PairedFilesDataset):
         return ds.images
     return []
 
 
 def _mask_files(ds: SegmentationDataset) -> list[Path]:
-    if isinstance(ds, CityscapesDataset | KittiDataset):
-        return ds.labels
-    if isinstance(ds, FolderDataset):
-        return ds.masks
-    return []
+    return ds.masks if isinstance(ds, PairedFilesDataset) else []
 
 
 def _header_size(path: Path) -> tuple[int, int] | None:
