@@ -233,12 +233,6 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def _collate():
-    from segdemo import data
-
-    return getattr(data, "collate_fn", None)
-
-
 def train_one_epoch(
     model, loader, loss_fn, optimizer, scheduler, state, config, device, precision, emit, stop
 ) -> dict[str, float]:
@@ -247,7 +241,7 @@ def train_one_epoch(
     channels_last = precision == "bf16"
     loss_sum, loss_count = 0.0, 0
     step_time = 0.0
-    window_start, window_images = time.perf_counter(), 0
+    window_start, window_steps, window_images = time.perf_counter(), 0, 0
     epoch_start = time.perf_counter()
     for batch in loader:
         if batch is None:
@@ -258,7 +252,8 @@ def train_one_epoch(
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with runtime.autocast(device, precision):
-            heads = _unwrap(model).forward_heads(images) if not _is_ddp(model) else model(images)
+            # DDP's forward is the wrapped forward_heads (see _HeadsForDDP).
+            heads = model(images) if _is_ddp(model) else model.forward_heads(images)
         loss = loss_fn(heads, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -273,14 +268,13 @@ def train_one_epoch(
         state["step_in_epoch"] += 1
         loss_sum += loss_value
         loss_count += 1
+        window_steps += 1
         window_images += images.shape[0] * state["world_size"]
         if state["step"] % config.log_every == 0 or state["step"] == state["total_steps"]:
             now = time.perf_counter()
             ips = window_images / max(now - window_start, 1e-9)
-            state["recent_step_s"] = (now - window_start) / max(
-                window_images / (images.shape[0] * state["world_size"]), 1
-            )
-            window_start, window_images = now, 0
+            state["recent_step_s"] = (now - window_start) / window_steps
+            window_start, window_steps, window_images = now, 0, 0
             emit(
                 {
                     "event": "step",
@@ -302,10 +296,6 @@ def train_one_epoch(
         "epoch_time_s": time.perf_counter() - epoch_start,
         "model_step_time_s": step_time,
     }
-
-
-def _unwrap(model):
-    return getattr(model, "module", model)
 
 
 def _is_ddp(model) -> bool:
@@ -332,7 +322,7 @@ def fit(
         A summary: status (``finished`` or ``stopped``), steps, epochs, best and last metrics,
         and the checkpoint paths.
     """
-    from segdemo.data import open_dataset
+    from segdemo.data import collate_fn, open_dataset
     from segdemo.evaluate import evaluate
     from segdemo.labels import get_label_set
     from segdemo.models import create_model
@@ -398,7 +388,7 @@ def fit(
         num_workers=config.workers,
         pin_memory=device.type == "cuda",
         drop_last=True,
-        collate_fn=_collate(),
+        collate_fn=collate_fn,
         worker_init_fn=_worker_init,
         persistent_workers=False,
         # Its own generator: creating an iterator must not draw from the global RNG that
