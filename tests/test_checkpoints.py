@@ -147,3 +147,9 @@ def test_optimizer_state_round_trips(tmp_path):
     opt2.load_state_dict(restored)
     for a, b in zip(opt.state.values(), opt2.state.values(), strict=True):
         assert torch.equal(a["exp_avg"], b["exp_avg"])
+
+
+def test_checkpoint_files_are_readable_by_others(tmp_path):
+    path = tmp_path / "a.safetensors"
+    _save_tiny(path)
+    assert path.stat().st_mode & 0o777 == 0o644
