@@ -291,7 +291,7 @@ def cmd_report(args) -> int:
 
     report = build_report(
         args.ckpt, args.data, args.out, split=args.split, max_items=args.max_items,
-        repeats=args.repeats, qualitative=args.qualitative,
+        repeats=args.repeats, qualitative=args.qualitative, with_photos=args.with_photos,
     )  # fmt: skip
     print(f"wrote {', '.join(report['figures'])}, tables.md and results.json to {args.out}")
     return 0
@@ -413,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--max-items", type=int, help="evaluate on the first N images")
     rp.add_argument("--repeats", type=int, default=20, help="latency repeats per setting")
     rp.add_argument("--qualitative", type=int, default=6, help="rows in the qualitative grid")
+    rp.add_argument("--with-photos", action="store_true",
+                    help="add the photos to the qualitative grid (check the data's licence "
+                         "before publishing it)")  # fmt: skip
     rp.add_argument("--out", default="docs/results")
     rp.set_defaults(func=cmd_report)
     return parser

@@ -160,17 +160,20 @@ def _curves_figure(results: list[dict], out: Path) -> bool:
     return True
 
 
-def _qualitative_figure(paths: list[Path], results, data: str, split: str, n: int, out: Path):
+def _qualitative_figure(
+    paths: list[Path], results, data: str, split: str, n: int, out: Path, with_photos: bool
+):
     loaded = [load_checkpoint(p) for p in paths]
     first = loaded[0]
     dataset = open_dataset(data, split, label_set=first.metadata["label_set"]["name"])
     label_set = dataset.label_set
     indices = np.linspace(0, len(dataset) - 1, n).round().astype(int)
-    cols = 2 + len(loaded)
+    cols = (2 if with_photos else 1) + len(loaded)
     fig, axes = plt.subplots(n, cols, figsize=(2.3 * cols, 2.3 * n), squeeze=False)
     for row, index in enumerate(indices):
         image, mask = dataset.read_raw(int(index))
-        panels = [("photo", image), ("ground truth", viz.colorize(mask, label_set))]
+        panels = [("photo", image)] if with_photos else []
+        panels.append(("ground truth", viz.colorize(mask, label_set)))
         for r, ckpt in zip(results, loaded, strict=True):
             model, device, precision = prepare_model(ckpt.model, "auto", "auto")
             pred = segment_image(model, image, ckpt.input_size, device, precision)
@@ -234,9 +237,14 @@ def build_report(
     max_items: int | None = None,
     repeats: int = 20,
     qualitative: int = 6,
+    with_photos: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Measure ``checkpoints`` on ``data`` and write the report files into ``out_dir``."""
+    """Measure ``checkpoints`` on ``data`` and write the report files into ``out_dir``.
+
+    The qualitative grid shows ground truth and predicted masks; ``with_photos`` adds the
+    photos, for local use where the dataset's licence does not allow publishing them.
+    """
     import datetime as dt
 
     out = Path(out_dir)
@@ -259,7 +267,9 @@ def build_report(
     if _curves_figure(results, out / "training_curves.png"):
         figures.append("training_curves.png")
     if qualitative:
-        _qualitative_figure(paths, results, data, split, qualitative, out / "qualitative.png")
+        _qualitative_figure(
+            paths, results, data, split, qualitative, out / "qualitative.png", with_photos
+        )
         figures.append("qualitative.png")
     (out / "tables.md").write_text(_tables(results, meta), encoding="utf-8")
     report = {"meta": meta, "results": results, "figures": figures}
