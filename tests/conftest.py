@@ -87,10 +87,19 @@ def trainer_stand_in():
     does: a run folder pointing at it is "running" (segdemo.runs checks both)."""
     import subprocess
     import sys
+    import time
+    from pathlib import Path
 
     process = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(900)", "segdemo", "train", "(stand-in)"]
     )
+    # Under load /proc can show the forked parent's command line for a moment: wait until
+    # the process is visibly the stand-in, as segdemo.runs checks it.
+    cmdline, deadline = Path(f"/proc/{process.pid}/cmdline"), time.time() + 30
+    while time.time() < deadline:
+        if cmdline.exists() and b"(stand-in)" in cmdline.read_bytes():
+            break
+        time.sleep(0.02)
     yield process.pid
     process.kill()
     process.wait()
