@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -152,7 +153,8 @@ def cmd_train(args) -> int:
     config = TrainConfig.from_dict(values)
     callbacks = [] if args.quiet else [_ConsoleProgress()]
     result = fit(config, callbacks=callbacks, resume=args.resume)
-    print(json.dumps(result))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary line, not one per rank
+        print(json.dumps(result))
     return 0
 
 
