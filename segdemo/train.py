@@ -491,6 +491,11 @@ def fit(
             )
 
     stop = _StopFlag(out)
+    if resumed is not None and dist_info.is_main:
+        # The STOP file that ended the previous attempt must not end this one.
+        stop.stop_file.unlink(missing_ok=True)
+    if dist_info.enabled:
+        dist.barrier()
     stop.install()
     status = "finished"
     emit(

@@ -126,7 +126,7 @@ def test_resume_continues_with_the_same_data_order_and_weights(tmp_path):
             (Path(config.out) / "STOP").touch()
 
     assert fit(config, callbacks=[stopper])["status"] == "stopped"
-    (Path(config.out) / "STOP").unlink()
+    assert (Path(config.out) / "STOP").exists()  # resuming clears it
     result = fit(config, resume=True)
     assert result["status"] == "finished" and result["step"] == 8
     a = load_checkpoint(Path(straight.out) / "last.safetensors").model.state_dict()
