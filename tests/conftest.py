@@ -103,3 +103,18 @@ def trainer_stand_in():
     yield process.pid
     process.kill()
     process.wait()
+
+
+@pytest.fixture
+def fill_tiny_train_form():
+    """Sets the Train page's widgets (an AppTest) to a run that finishes in seconds."""
+
+    def fill(at, epochs: int = 1) -> None:
+        at.selectbox(key="train_size").set_value("32x64")
+        at.number_input(key="train_base_width").set_value(4)
+        at.number_input(key="train_epochs").set_value(epochs)
+        at.number_input(key="train_batch").set_value(4)
+        at.number_input(key="train_synthetic_length").set_value(8)
+        at.number_input(key="train_val_max_items").set_value(2)
+
+    return fill

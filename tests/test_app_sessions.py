@@ -28,16 +28,13 @@ def _photo() -> bytes:
 
 
 @pytest.mark.slow
-def test_a_training_session_and_a_segmenting_session_do_not_interfere(app_dirs):
+def test_a_training_session_and_a_segmenting_session_do_not_interfere(
+    app_dirs, fill_tiny_train_form
+):
     from segdemo_app import common
 
     trainer = AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=TIMEOUT).run()
-    trainer.selectbox(key="train_size").set_value("32x64")
-    trainer.number_input(key="train_base_width").set_value(4)
-    trainer.number_input(key="train_epochs").set_value(2)
-    trainer.number_input(key="train_batch").set_value(4)
-    trainer.number_input(key="train_synthetic_length").set_value(8)
-    trainer.number_input(key="train_val_max_items").set_value(2)
+    fill_tiny_train_form(trainer, epochs=2)
     trainer.button(key="train_start").click().run()
     assert not trainer.exception and not trainer.error
     (run,) = runs.list_runs(common.RUNS_DIR)

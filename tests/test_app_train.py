@@ -20,24 +20,15 @@ PAGE = str(REPO / "pages" / "train.py")
 TIMEOUT = 180
 
 
-def _tiny_settings(at: AppTest) -> None:
-    at.selectbox(key="train_size").set_value("32x64")
-    at.number_input(key="train_base_width").set_value(4)
-    at.number_input(key="train_epochs").set_value(1)
-    at.number_input(key="train_batch").set_value(4)
-    at.number_input(key="train_synthetic_length").set_value(8)
-    at.number_input(key="train_val_max_items").set_value(2)
-
-
 @pytest.mark.slow
-def test_start_follow_and_finish_a_tiny_run(no_checkpoints):
+def test_start_follow_and_finish_a_tiny_run(no_checkpoints, fill_tiny_train_form):
     from segdemo_app import common
 
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
     assert "No runs yet" in at.info[0].value
-    _tiny_settings(at)
+    fill_tiny_train_form(at)
     at.button(key="train_start").click().run()
     assert not at.exception
     assert not at.error, [e.value for e in at.error]

@@ -148,6 +148,16 @@ def save_screenshot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def open_through_router(page, server: str, title: str):
+    """Load the app, wait until app.py's router has run, then follow its link to ``title``.
+    Returns the sidebar's user-content locator."""
+    page.goto(server)
+    sidebar = page.locator('[data-testid="stSidebarUserContent"]')
+    sidebar.get_by_text("Inference").wait_for()
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
+    return sidebar
+
+
 def assert_no_errors(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
@@ -221,10 +231,7 @@ def test_upload_masks_and_live_pruning_level(server, browser_page, tmp_path, rec
 def test_checkpoints_page_in_browser(server, browser_page, tmp_path):
     """The Checkpoints page, reached through the router's navigation."""
     page = browser_page
-    page.goto(server)
-    sidebar = page.locator('[data-testid="stSidebarUserContent"]')
-    sidebar.get_by_text("Inference").wait_for()  # app.py's router has run
-    page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Checkpoints").first.click()
+    sidebar = open_through_router(page, server, "Checkpoints")
     page.get_by_role("heading", name="Checkpoints").first.wait_for()
     page.locator('[data-testid="stDataFrame"]').first.wait_for()
     page.locator(".js-plotly-plot").first.wait_for()
@@ -240,10 +247,7 @@ def test_checkpoints_page_in_browser(server, browser_page, tmp_path):
 def test_compare_page_in_browser(server, browser_page, tmp_path):
     """Compare evaluates two checkpoints and draws the per-class and trade-off charts."""
     page = browser_page
-    page.goto(server)
-    sidebar = page.locator('[data-testid="stSidebarUserContent"]')
-    sidebar.get_by_text("Inference").wait_for()  # app.py's router has run
-    page.locator('[data-testid="stSidebarNav"] a').filter(has_text="Compare").first.click()
+    open_through_router(page, server, "Compare")
     page.get_by_role("heading", name="Compare models").first.wait_for()
     page.get_by_role("button", name="Evaluate").first.click()
     page.get_by_role("heading", name="Results on").first.wait_for()

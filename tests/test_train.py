@@ -140,15 +140,20 @@ def test_resume_without_a_checkpoint_says_so(tmp_path):
         fit(tiny_config(tmp_path), resume=True)
 
 
+def _long_cli_run(out: Path, workers: int) -> list[str]:
+    """A tiny CLI training run long enough to be killed or signalled mid-way."""
+    return [
+        sys.executable, "-m", "segdemo", "train", "--data", "synthetic", "--synthetic-length",
+        "16", "--model", "unet", "--base-width", "4", "--size", "32x64", "--batch", "4",
+        "--epochs", "200", "--workers", str(workers), "--val-max-items", "2", "--log-every",
+        "1", "--precision", "fp32", "--out", str(out), "--quiet",
+    ]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_sigkill_during_training_leaves_a_loadable_checkpoint_and_resume_continues(tmp_path):
     out = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "segdemo", "train", "--data", "synthetic", "--synthetic-length",
-        "16", "--model", "unet", "--base-width", "4", "--size", "32x64", "--batch", "4",
-        "--epochs", "200", "--workers", "0", "--val-max-items", "2", "--log-every", "1",
-        "--precision", "fp32", "--out", str(out), "--quiet",
-    ]  # fmt: skip
+    cmd = _long_cli_run(out, workers=0)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env)
     deadline = time.time() + 120
@@ -187,12 +192,7 @@ def test_signal_to_the_process_group_stops_cleanly_with_workers(tmp_path, sig):
     # Ctrl-C in a terminal, or a scheduler stopping a job, signals every process of the
     # group, DataLoader workers included.
     out = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "segdemo", "train", "--data", "synthetic", "--synthetic-length",
-        "16", "--model", "unet", "--base-width", "4", "--size", "32x64", "--batch", "4",
-        "--epochs", "200", "--workers", "1", "--val-max-items", "2", "--log-every", "1",
-        "--precision", "fp32", "--out", str(out), "--quiet",
-    ]  # fmt: skip
+    cmd = _long_cli_run(out, workers=1)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True)
     deadline = time.time() + 120
