@@ -5,7 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segdemo.losses import SegmentationLoss
+import segmentation_models_pytorch as smp
+
+from segdemo.losses import SegmentationLoss, dice_loss
 from segdemo.metrics import ConfusionMatrix
 
 
@@ -68,6 +70,26 @@ def test_dice_is_zero_for_a_perfect_prediction_and_ignores_ignored_pixels():
     logits = F.one_hot(target.clamp(max=1), 2).permute(0, 3, 1, 2).float() * 50
     logits[0, :, 1, 1] = torch.tensor([50.0, -50.0])  # wrong, but the pixel is ignored
     assert float(SegmentationLoss("dice", 2)([logits], target)) == pytest.approx(0.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("num_classes, classes", [(5, None), (2, [1])])
+def test_dice_equals_smp_dice_in_value_and_gradient(num_classes, classes):
+    torch.manual_seed(0)
+    target = torch.randint(0, num_classes, (3, 9, 11))
+    target[0, :4] = 255  # ignored pixels
+    if num_classes > 2:
+        target[target == 3] = 4  # a class absent from the target contributes 0
+    reference = smp.losses.DiceLoss(
+        "multiclass", classes=classes, from_logits=True, ignore_index=255
+    )
+    logits_ours = torch.randn(3, num_classes, 9, 11, dtype=torch.float64, requires_grad=True)
+    logits_ref = logits_ours.detach().clone().requires_grad_(True)
+    ours = dice_loss(logits_ours, target, 255, classes)
+    ref = reference(logits_ref, target)
+    ours.backward()
+    ref.backward()
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert torch.allclose(logits_ours.grad.double(), logits_ref.grad, atol=1e-7)
 
 
 def test_unknown_loss_name_lists_valid_ones():
