@@ -118,12 +118,14 @@ def example_photos() -> list[Photo]:
 
 
 def default_checkpoints(rows: Sequence[dict], most: int = 3) -> list[str]:
-    """Checkpoints selected before the user picks: the bundled ones, else the newest
-    checkpoint of each architecture (``best`` before ``last``), at most ``most``, and at
-    least two when two exist."""
-    bundled = [row["path"] for row in rows if row["bundled"]]
+    """Checkpoints selected before the user picks: the bundled ones, most accurate first
+    (the pretrained flagship leads, the from-scratch pair follows for comparison), else
+    the newest checkpoint of each architecture (``best`` before ``last``), at most
+    ``most``, and at least two when two exist."""
+    bundled = [row for row in rows if row["bundled"]]
     if bundled:
-        return bundled[:4]
+        bundled.sort(key=lambda row: -(row.get("miou") or 0.0))
+        return [row["path"] for row in bundled[:4]]
     newest = sorted(
         rows,
         key=lambda row: (row["created"] or "", Path(row["path"]).stem == "best"),

@@ -197,8 +197,8 @@ def test_choices_survive_a_visit_to_another_page(app_dirs):
 def test_default_checkpoints_prefer_bundled_then_newest_per_architecture():
     from segdemo_app.segment import default_checkpoints
 
-    def row(path, model, created, bundled=False):
-        return {"path": path, "model": model, "created": created, "bundled": bundled}
+    def row(path, model, created, bundled=False, miou=None):
+        return {"path": path, "model": model, "created": created, "bundled": bundled, "miou": miou}
 
     runs = [
         row("a/last", "unet", "2026-01-03"),
@@ -209,3 +209,10 @@ def test_default_checkpoints_prefer_bundled_then_newest_per_architecture():
     assert default_checkpoints(runs) == ["a/best", "b/best"]
     assert default_checkpoints([*runs, row("x", "unet", None, bundled=True)]) == ["x"]
     assert default_checkpoints(runs[:2]) == ["a/best", "a/last"]
+    bundled = [
+        row("unet", "unet", None, True, 0.30),
+        row("flagship", "unetpp_ds", None, True, 0.55),
+        row("old", "unet", None, True),
+        row("unetpp", "unetpp", None, True, 0.33),
+    ]
+    assert default_checkpoints(bundled) == ["flagship", "unetpp", "unet", "old"]

@@ -2,10 +2,9 @@ import math
 
 import numpy as np
 import pytest
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
-
-import segmentation_models_pytorch as smp
 
 from segdemo.losses import SegmentationLoss, dice_loss
 from segdemo.metrics import ConfusionMatrix
