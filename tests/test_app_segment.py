@@ -216,3 +216,29 @@ def test_default_checkpoints_prefer_bundled_then_newest_per_architecture():
         row("unetpp", "unetpp", None, True, 0.33),
     ]
     assert default_checkpoints(bundled) == ["flagship", "unetpp", "unet", "old"]
+
+
+def test_pretrained_flagship_kind_of_checkpoint_prunes_live(app_dirs):
+    """A U-Net++ on the EfficientNet-Lite0 encoder (the flagship's architecture, fp16 on
+    disk like the bundled file) segments with its own normalisation and switches levels."""
+    import torch
+
+    from segdemo.checkpoints import build_metadata
+    from segdemo.labels import get_label_set
+    from segdemo.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("unetpp_ds", 19, encoder="timm-tf_efficientnet_lite0").eval()
+    meta = build_metadata(model, get_label_set("cityscapes19"), (64, 64), model.normalization)
+    path = app_dirs["runs"] / "flagship" / "best.safetensors"
+    save_checkpoint(path, model, meta, dtype=torch.float16)
+    at = run_app()
+    at.multiselect(key="segment_checkpoints").set_value([str(path)]).run()
+    assert not at.exception and not at.error
+    accurate = model_images(at)[0]
+    assert accurate.captions[0].startswith("unetpp_ds · accurate L4")
+    at.slider(key=f"segment_level::{path}").set_value(1).run()
+    at.radio(key=f"segment_mode::{path}").set_value("fast").run()
+    assert not at.exception and not at.error
+    pruned = model_images(at)[0]
+    assert "fast L1" in pruned.captions[0] and pruned.value != accurate.value
