@@ -29,7 +29,7 @@ def dice_loss(
     smp builds a one-hot ``(N, H*W, C)`` target and permutes it; here the intersection is
     the softmax probability of each pixel's own class, summed per class with ``bincount``,
     which never materialises the one-hot tensor. On a U-Net++ batch (4 heads of
-    8x19x256x256) that is 0.6 s less per training step on a 2-core CPU; the test suite
+    8x19x256x256) that is about 0.5 s less per training step on a 2-core CPU (0.90 s vs 0.38 s); the test suite
     checks value and gradient against smp.
     """
     num_classes = logits.shape[1]
