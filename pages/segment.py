@@ -33,7 +33,9 @@ def model_panel(row: dict, photo: ui.Photo) -> None:
     image_slot = st.container()  # the mask goes above the controls, so masks line up
     mode = level = None
     if getattr(model, "supports_pruning", False):
-        common.init_model_state(row["path"], model.num_levels)
+        common.init_model_state(
+            row["path"], model.num_levels, ui.default_mode(checkpoint.metadata, model.num_levels)
+        )
         mode = st.radio(
             "Mode",
             list(MODES),

@@ -63,9 +63,12 @@ def model_state_key(name: str, path: str | Path) -> str:
     return f"{name}::{path}"
 
 
-def init_model_state(path: str | Path, num_levels: int = 4) -> None:
-    """Initialise the per-checkpoint controls of ``path`` (the full network, accurate mode)."""
+def init_model_state(path: str | Path, num_levels: int = 4, mode: str | None = None) -> None:
+    """Initialise the per-checkpoint controls of ``path``: the full network, in ``mode``
+    (default: accurate)."""
     defaults = dict(MODEL_STATE_DEFAULTS, segment_level=num_levels)
+    if mode is not None:
+        defaults["segment_mode"] = mode
     for name, value in defaults.items():
         st.session_state.setdefault(model_state_key(name, path), value)
 

@@ -59,13 +59,18 @@ def model_images(at: AppTest) -> list:
 def test_example_gallery_shows_one_mask_per_model(app_dirs):
     at = run_app()
     assert not at.exception and not at.error
-    assert at.multiselect(key="segment_checkpoints").value == [
-        str(app_dirs["bundled"] / "unet.safetensors"),
-        str(app_dirs["bundled"] / "unetpp.safetensors"),
-    ]
-    captions = [img.captions[0] for img in model_images(at)]
+    bundled = [str(app_dirs["bundled"] / f"{name}.safetensors") for name in ("unet", "unetpp")]
+    bundled.sort(key=lambda p: -load_checkpoint(p).metadata["metrics"]["best"]["miou"])
+    assert at.multiselect(key="segment_checkpoints").value == bundled  # most accurate first
+    captions = sorted(img.captions[0] for img in model_images(at))
     assert len(captions) == 2
-    assert captions[0].startswith("unet · ") and captions[1].startswith("unetpp · accurate L4")
+    # U-Net++ opens at L4 in the mode its stored validation numbers favour.
+    from segdemo_app.segment import default_mode
+
+    unetpp = app_dirs["bundled"] / "unetpp.safetensors"
+    mode = default_mode(load_checkpoint(unetpp).metadata, 4)
+    assert at.radio(key=f"segment_mode::{unetpp}").value == mode
+    assert captions[0].startswith("unet · ") and captions[1].startswith(f"unetpp · {mode} L4")
     legends = [m.value for m in at.markdown if "background:#" in m.value]
     assert len(legends) == 2 and "%" in legends[0]
     assert len(at.get("download_button")) == 4  # mask + overlay per model
@@ -81,6 +86,10 @@ def test_upload_segments_and_level_switch_changes_the_mask(app_dirs):
     before = {img.captions[0].split(" · ")[0]: img.value for img in model_images(at)}
     assert set(before) == {"unet", "unetpp"}
 
+    at.radio(key=f"segment_mode::{app_dirs['bundled'] / 'unetpp.safetensors'}").set_value(
+        "accurate"
+    ).run()
+    before = {img.captions[0].split(" · ")[0]: img.value for img in model_images(at)}
     level = at.slider(key=f"segment_level::{app_dirs['bundled'] / 'unetpp.safetensors'}")
     level.set_value(1).run()
     assert not at.exception
@@ -91,10 +100,12 @@ def test_upload_segments_and_level_switch_changes_the_mask(app_dirs):
 
     mode = at.radio(key=f"segment_mode::{app_dirs['bundled'] / 'unetpp.safetensors'}")
     mode.set_value("fast").run()
-    assert "fast L1" in model_images(at)[1].captions[0]
+    captions = [img.captions[0] for img in model_images(at)]
+    index = next(i for i, caption in enumerate(captions) if caption.startswith("unetpp"))
+    assert "fast L1" in captions[index]
     # The metrics row shows the level's cost and its validation mIoU from the metadata.
     table = [m.value for m in at.markdown if m.value.startswith("| params")]
-    assert len(table) == 2 and " ms |" in table[1]
+    assert len(table) == 2 and " ms |" in table[index]
 
 
 def test_colour_mask_view(app_dirs):
@@ -242,3 +253,17 @@ def test_pretrained_flagship_kind_of_checkpoint_prunes_live(app_dirs):
     assert not at.exception and not at.error
     pruned = model_images(at)[0]
     assert "fast L1" in pruned.captions[0] and pruned.value != accurate.value
+
+
+def test_default_mode_is_the_better_one_at_the_full_level():
+    from segdemo_app.segment import default_mode
+
+    def meta(fast, accurate):
+        levels = {"fast": {"4": {"miou": fast}}, "accurate": {"4": {"miou": accurate}}}
+        return {"metrics": {"best": {"miou": accurate, "per_level": levels}}}
+
+    assert default_mode(meta(0.36, 0.33), 4) == "fast"
+    assert default_mode(meta(0.30, 0.33), 4) == "accurate"
+    assert default_mode(meta(0.33, 0.33), 4) == "accurate"
+    assert default_mode(meta(0.36, 0.33), 3) == "accurate"  # no numbers for L3
+    assert default_mode({}, 4) == "accurate"
