@@ -263,10 +263,19 @@ def load_checkpoint(
         raise CheckpointError(
             f"{name} predicts {meta['num_classes']} classes but {expected_num_classes} are expected"
         )
+    model_kwargs = dict(meta.get("model_kwargs", {}))
+    # The file holds every weight, the fine-tuned encoder included: build the encoder without
+    # its ImageNet weights (no package, cache or network needed), then restore what the
+    # metadata says about them, and the input normalisation they were trained with.
+    build_kwargs = dict(model_kwargs)
+    if build_kwargs.get("encoder_weights") is not None:
+        build_kwargs["encoder_weights"] = None
     try:
-        model = create_model(meta["model"], meta["num_classes"], **meta.get("model_kwargs", {}))
+        model = create_model(meta["model"], meta["num_classes"], **build_kwargs)
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{name} describes a model segdemo cannot build: {e}") from e
+    model.model_kwargs = model_kwargs
+    model.normalization = {k: tuple(v) for k, v in meta["normalization"].items()}
 
     weights = {
         k.removeprefix(MODEL_PREFIX): v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)

@@ -237,3 +237,27 @@ def test_smp_models_reject_bad_arguments():
         create_model("smp_unetpp", 3, encoder="resnet-18")
     with pytest.raises(ValueError, match="decoder_channels has 2 widths but encoder_depth is 5"):
         create_model("smp_unet", 3, decoder_channels=[16, 8])
+
+
+def test_a_checkpoint_from_imagenet_weights_loads_without_fetching_them(
+    refused_connections, hf_cache, tmp_path
+):
+    """A checkpoint holds the fine-tuned encoder: loading it must not look for ImageNet
+    weights (no probe, no warning), and keeps the recorded weights and normalisation."""
+    from segdemo.checkpoints import build_metadata, load_checkpoint, save_checkpoint
+    from segdemo.labels import get_label_set
+
+    torch.manual_seed(0)
+    model = create_model("unetpp_ds", 19, encoder="resnet18").eval()
+    model.model_kwargs["encoder_weights"] = "imagenet"  # as if fine-tuned from ImageNet
+    normalization = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    meta = build_metadata(model, get_label_set("cityscapes19"), (64, 64), normalization)
+    path = save_checkpoint(tmp_path / "pretrained.safetensors", model, meta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PretrainedWeightsUnavailableWarning)
+        loaded = load_checkpoint(path).model
+    assert refused_connections == []
+    assert loaded.model_kwargs["encoder_weights"] == "imagenet"
+    assert loaded.normalization == normalization
+    x = torch.randn(1, 3, 64, 64)
+    assert torch.equal(loaded(x), model(x))
