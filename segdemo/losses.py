@@ -27,10 +27,10 @@ def dice_loss(
     target contribute 0, then the mean over ``classes`` (all by default).
 
     smp builds a one-hot ``(N, H*W, C)`` target and permutes it; here the intersection is
-    the softmax probability of each pixel's own class, summed per class with ``bincount``,
-    which never materialises the one-hot tensor. On a U-Net++ batch (4 heads of
-    8x19x256x256) that is about 0.5 s less per training step on a 2-core CPU (0.90 s vs 0.38 s); the test suite
-    checks value and gradient against smp.
+    the softmax probability of each pixel's own class, summed per class with
+    ``index_add`` (the class sizes with ``bincount``), which never materialises the one-hot
+    tensor. On a U-Net++ batch (4 heads of 8x19x256x256) the Dice terms take 0.38 s
+    instead of 0.90 s on a 2-core CPU. The tests check value and gradient against smp.
     """
     num_classes = logits.shape[1]
     probs = logits.float().softmax(dim=1)
