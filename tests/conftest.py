@@ -7,6 +7,37 @@ from pathlib import Path
 
 import pytest
 
+# ----------------------------------------------------------------------- network fixtures
+
+
+@pytest.fixture
+def refused_connections(monkeypatch) -> list[str]:
+    """Every socket connection attempt is recorded and refused (HF_HUB_OFFLINE left alone)."""
+    import socket
+
+    from segdemo.models import encoders
+
+    attempts: list[str] = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(repr(args[:2]))
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(encoders, "_probe_cache", {})  # no remembered hub probe
+    return attempts
+
+
+@pytest.fixture
+def no_network(monkeypatch, refused_connections) -> list[str]:
+    """HF_HUB_OFFLINE=1, and every socket connection attempt is recorded and refused."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return refused_connections
+
+
 # --------------------------------------------------------------------------- app fixtures
 
 

@@ -29,29 +29,6 @@ HALF = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
 
 
 @pytest.fixture
-def refused_connections(monkeypatch) -> list[str]:
-    """Every socket connection attempt is recorded and refused (HF_HUB_OFFLINE left alone)."""
-    attempts: list[str] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(repr(args[:2]))
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(encoders_module, "_probe_cache", {})
-    return attempts
-
-
-@pytest.fixture
-def no_network(monkeypatch, refused_connections) -> list[str]:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return refused_connections
-
-
-@pytest.fixture
 def hf_cache(monkeypatch, tmp_path):
     """An empty Hugging Face cache, so a developer's real cache cannot change the outcome."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))

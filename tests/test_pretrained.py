@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import warnings
 
@@ -28,23 +27,6 @@ LITE0 = "timm-tf_efficientnet_lite0"
 @pytest.fixture(scope="module")
 def lite0_file() -> dict[str, torch.Tensor]:
     return load_lite0_state_dict()
-
-
-@pytest.fixture
-def no_network(monkeypatch) -> list[str]:
-    """HF_HUB_OFFLINE=1, and every socket connection attempt is recorded and refused."""
-    attempts: list[str] = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(repr(args[:2]))
-        raise OSError("network disabled in this test")
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
 
 
 def _lite0_encoder(name: str = LITE0) -> torch.nn.Module:
