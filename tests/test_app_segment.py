@@ -231,7 +231,7 @@ def test_default_checkpoints_prefer_bundled_then_newest_per_architecture():
 
 def test_pretrained_flagship_kind_of_checkpoint_prunes_live(app_dirs):
     """A U-Net++ on the EfficientNet-Lite0 encoder (the flagship's architecture, fp16 on
-    disk like the bundled file) segments with its own normalisation and switches levels."""
+    disk like the bundled file) segments and switches mode and level live."""
     import torch
 
     from segdemo.checkpoints import build_metadata
