@@ -34,7 +34,9 @@ def model_panel(row: dict, photo: ui.Photo) -> None:
     mode = level = None
     if getattr(model, "supports_pruning", False):
         common.init_model_state(
-            row["path"], model.num_levels, ui.default_mode(checkpoint.metadata, model.num_levels)
+            row["path"],
+            model.num_levels,
+            common.default_mode(checkpoint.metadata, model.num_levels),
         )
         mode = st.radio(
             "Mode",

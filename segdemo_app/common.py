@@ -91,6 +91,32 @@ def _listing_key() -> tuple:
     return tuple(key)
 
 
+def default_mode(metadata: dict, num_levels: int) -> str:
+    """The U-Net++ mode a checkpoint opens in: the one with the higher validation mIoU at
+    the full level, as stored by training, else ``"accurate"`` (the paper's choice).
+    Averaging the heads is not always better: a weak shallow head can pull it down."""
+    per_level = (((metadata.get("metrics") or {}).get("best") or {}).get("per_level")) or {}
+    scores = {
+        mode: ((per_level.get(mode) or {}).get(str(num_levels)) or {}).get("miou")
+        for mode in ("accurate", "fast")
+    }
+    if None in scores.values():
+        return "accurate"
+    return max(scores, key=lambda mode: scores[mode])  # ties keep "accurate"
+
+
+def stored_metrics(metadata: dict) -> tuple[dict, str | None]:
+    """The validation metrics a checkpoint is listed with, and the U-Net++ mode they belong
+    to: the mode the Segment page opens in, at the full level, so both show one number."""
+    best = ((metadata.get("metrics") or {}).get("best") or {}) or {}
+    levels = (best.get("per_level") or {}).get("accurate") or {}
+    if not levels:
+        return best, None
+    top = max(int(k) for k in levels)
+    mode = default_mode(metadata, top)
+    return best["per_level"][mode][str(top)], mode
+
+
 @st.cache_data(show_spinner=False)
 def _available(key: tuple) -> list[dict]:
     rows = []
@@ -100,7 +126,7 @@ def _available(key: tuple) -> list[dict]:
         for path, meta in found:
             if path.name == "last.safetensors" and "best.safetensors" in names:
                 continue  # a run folder offers its best epoch; last is for --resume
-            best = ((meta.get("metrics") or {}).get("best") or {}) or {}
+            listed, mode = stored_metrics(meta)
             rows.append(
                 {
                     "path": str(path),
@@ -110,7 +136,8 @@ def _available(key: tuple) -> list[dict]:
                     "label_set": meta.get("label_set", {}).get("name"),
                     "dataset": (meta.get("train_config") or {}).get("data"),
                     "input_size": meta.get("input_size"),
-                    "miou": best.get("miou"),
+                    "miou": listed.get("miou"),
+                    "miou_mode": mode,  # the U-Net++ mode that mIoU was measured in
                     "created": meta.get("created"),
                     "bundled": path.parent == BUNDLED_DIR,
                     "supports_pruning": meta.get("model") in ("unetpp", "unetpp_ds")
@@ -191,7 +218,8 @@ def sidebar() -> None:
         st.caption("Checkpoints")
         if rows:
             for row in rows[:12]:
-                miou = f" · mIoU {row['miou']:.3f}" if row["miou"] is not None else ""
+                mode = f" ({row['miou_mode']})" if row["miou_mode"] else ""
+                miou = f" · mIoU {row['miou']:.3f}{mode}" if row["miou"] is not None else ""
                 st.markdown(f"- `{row['label']}`{miou}")
         else:
             st.info("No checkpoints yet: train one in a minute on the Train page.")

@@ -117,20 +117,6 @@ def example_photos() -> list[Photo]:
     ]
 
 
-def default_mode(metadata: dict, num_levels: int) -> str:
-    """The U-Net++ mode a checkpoint opens in: the one with the higher validation mIoU at
-    the full level, as stored by training, else ``"accurate"`` (the paper's choice).
-    Averaging the heads is not always better: a weak shallow head can pull it down."""
-    per_level = (((metadata.get("metrics") or {}).get("best") or {}).get("per_level")) or {}
-    scores = {
-        mode: ((per_level.get(mode) or {}).get(str(num_levels)) or {}).get("miou")
-        for mode in ("accurate", "fast")
-    }
-    if None in scores.values():
-        return "accurate"
-    return max(scores, key=lambda mode: scores[mode])  # ties keep "accurate"
-
-
 def default_checkpoints(rows: Sequence[dict], most: int = 3) -> list[str]:
     """Checkpoints selected before the user picks: the bundled ones, most accurate first
     (the pretrained flagship leads, the from-scratch pair follows for comparison), else

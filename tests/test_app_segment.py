@@ -59,14 +59,14 @@ def model_images(at: AppTest) -> list:
 def test_example_gallery_shows_one_mask_per_model(app_dirs):
     at = run_app()
     assert not at.exception and not at.error
+    from segdemo_app.common import default_mode, stored_metrics
+
     bundled = [str(app_dirs["bundled"] / f"{name}.safetensors") for name in ("unet", "unetpp")]
-    bundled.sort(key=lambda p: -load_checkpoint(p).metadata["metrics"]["best"]["miou"])
+    bundled.sort(key=lambda p: -stored_metrics(load_checkpoint(p).metadata)[0]["miou"])
     assert at.multiselect(key="segment_checkpoints").value == bundled  # most accurate first
     captions = sorted(img.captions[0] for img in model_images(at))
     assert len(captions) == 2
     # U-Net++ opens at L4 in the mode its stored validation numbers favour.
-    from segdemo_app.segment import default_mode
-
     unetpp = app_dirs["bundled"] / "unetpp.safetensors"
     mode = default_mode(load_checkpoint(unetpp).metadata, 4)
     assert at.radio(key=f"segment_mode::{unetpp}").value == mode
@@ -256,7 +256,7 @@ def test_pretrained_flagship_kind_of_checkpoint_prunes_live(app_dirs):
 
 
 def test_default_mode_is_the_better_one_at_the_full_level():
-    from segdemo_app.segment import default_mode
+    from segdemo_app.common import default_mode
 
     def meta(fast, accurate):
         levels = {"fast": {"4": {"miou": fast}}, "accurate": {"4": {"miou": accurate}}}
@@ -267,3 +267,20 @@ def test_default_mode_is_the_better_one_at_the_full_level():
     assert default_mode(meta(0.33, 0.33), 4) == "accurate"
     assert default_mode(meta(0.36, 0.33), 3) == "accurate"  # no numbers for L3
     assert default_mode({}, 4) == "accurate"
+
+
+def test_listed_metrics_are_those_of_the_opening_mode():
+    # The sidebar and the Checkpoints page show the number the Segment page opens with.
+    from segdemo_app.common import stored_metrics
+
+    levels = {
+        mode: {str(k): {"miou": score + k / 100, "pixel_accuracy": 0.8} for k in range(1, 5)}
+        for mode, score in (("fast", 0.33), ("accurate", 0.30))
+    }
+    unetpp = {"metrics": {"best": {"miou": 0.34, "per_level": levels}}}
+    assert stored_metrics(unetpp) == ({"miou": 0.37, "pixel_accuracy": 0.8}, "fast")
+    levels["accurate"]["4"]["miou"] = 0.40
+    assert stored_metrics(unetpp) == ({"miou": 0.40, "pixel_accuracy": 0.8}, "accurate")
+    unet = {"metrics": {"best": {"miou": 0.29}}}
+    assert stored_metrics(unet) == ({"miou": 0.29}, None)
+    assert stored_metrics({}) == ({}, None)
