@@ -114,20 +114,22 @@ def _tradeoff_figure(results: list[dict], out: Path) -> bool:
     if not pruned:
         return False
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in pruned:
-        for mode, marker in (("fast", "o"), ("accurate", "s")):
+    # One colour per model; fast is round and solid, accurate square and dashed.
+    for i, r in enumerate(pruned):
+        for mode, marker, line in (("fast", "o", "-"), ("accurate", "s", "--")):
             rows = [s for s in r["settings"] if s["mode"] == mode]
-            ax.plot([s["ms"] for s in rows], [s["miou"] for s in rows], "-", alpha=0.4)
+            ax.plot([s["ms"] for s in rows], [s["miou"] for s in rows], line, color=f"C{i}",
+                    alpha=0.5)  # fmt: skip
             ax.scatter([s["ms"] for s in rows], [s["miou"] for s in rows],
                        s=[30 + 300 * s["params"] / max(x["params"] for x in rows) for s in rows],
-                       marker=marker, label=f"{r['name']} {mode}", alpha=0.8)  # fmt: skip
+                       marker=marker, color=f"C{i}", label=f"{r['name']} {mode}", alpha=0.8)  # fmt: skip
             for s in rows:
                 ax.annotate(f"L{s['level']}", (s["ms"], s["miou"]), textcoords="offset points",
                             xytext=(6, -4), fontsize=8)  # fmt: skip
-    for r in results:
-        if r["settings"][0]["mode"] is None:
-            s = r["settings"][0]
-            ax.scatter([s["ms"]], [s["miou"]], marker="^", s=120, label=r["name"])
+    plain = [r for r in results if r["settings"][0]["mode"] is None]
+    for i, r in enumerate(plain, start=len(pruned)):
+        s = r["settings"][0]
+        ax.scatter([s["ms"]], [s["miou"]], marker="^", s=120, color=f"C{i}", label=r["name"])
     ax.set_xlabel("latency, batch 1 (ms)")
     ax.set_ylabel("val mIoU")
     ax.set_title("U-Net++ pruning: accuracy against speed (point size ~ parameters)")
