@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -63,6 +63,24 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return 1000.0 * statistics.median(times)
+
+
+def interleaved_median_ms(
+    fns: Sequence[Callable[[], object]], repeats: int, warmup: int
+) -> list[float]:
+    """Median wall time in milliseconds of each of ``fns``, timed in rounds that call each
+    once in turn, so a slow spell of a shared machine spreads over all of them instead of
+    skewing the one that happened to run then (which ``median_ms`` one after another would)."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(max(1, repeats)):
+        for fn, timed in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            timed.append(time.perf_counter() - start)
+    return [1000.0 * statistics.median(timed) for timed in times]
 
 
 def _sync(device: torch.device) -> None:

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from segdemo import runtime, viz  # noqa: E402
-from segdemo.bench import median_ms  # noqa: E402
+from segdemo.bench import interleaved_median_ms  # noqa: E402
 from segdemo.checkpoints import load_checkpoint  # noqa: E402
 from segdemo.data import open_dataset  # noqa: E402
 from segdemo.evaluate import evaluate  # noqa: E402
@@ -58,12 +58,15 @@ def measure_checkpoint(
         max_items=max_items,
     )  # fmt: skip
     x = torch.randn(1, 3, *ckpt.input_size, generator=torch.Generator().manual_seed(0))
+    chosen = _settings(model)
+    kwargs = [{} if mode is None else {"mode": mode, "level": level} for mode, level in chosen]
+    latency = interleaved_median_ms(
+        [lambda kw=kw: predict_logits(model, x, device, precision, **kw) for kw in kwargs],
+        repeats, warmup=3,
+    )  # fmt: skip
     settings = []
-    for mode, level in _settings(model):
-        kwargs = {} if mode is None else {"mode": mode, "level": level}
-        info = model_info(model, ckpt.input_size, **kwargs)
-        ms = median_ms(lambda kw=kwargs: predict_logits(model, x, device, precision, **kw),
-                       repeats, warmup=3)  # fmt: skip
+    for (mode, level), kw, ms in zip(chosen, kwargs, latency, strict=True):
+        info = model_info(model, ckpt.input_size, **kw)
         if mode is None:
             miou, acc = metrics["miou"], metrics["pixel_accuracy"]
         else:

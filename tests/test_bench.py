@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
-from segdemo.bench import BENCH_KEYS, format_bench_table, median_ms, run_bench
+from segdemo.bench import (
+    BENCH_KEYS,
+    format_bench_table,
+    interleaved_median_ms,
+    median_ms,
+    run_bench,
+)
 
 TINY = {"unet": {"base_width": 4}, "unetpp": {"base_width": 4}}
 
@@ -60,6 +67,18 @@ def test_median_ms_runs_warmup_then_repeats() -> None:
     value = median_ms(lambda: calls.append(1), repeats=3, warmup=2)
     assert len(calls) == 5
     assert value >= 0
+
+
+def test_interleaved_median_ms_times_each_function_once_per_round() -> None:
+    calls = []
+
+    def slow() -> None:
+        calls.append("b")
+        time.sleep(0.005)
+
+    fast, slow_ms = interleaved_median_ms([lambda: calls.append("a"), slow], repeats=3, warmup=2)
+    assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
+    assert 0 <= fast < 5 <= slow_ms
 
 
 def test_format_bench_table_ratios() -> None:
