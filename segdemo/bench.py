@@ -55,14 +55,7 @@ def _forward_kwargs(mode: str | None, level: int | None) -> dict:
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int) -> float:
     """Median wall time of ``fn()`` in milliseconds, after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return interleaved_median_ms([fn], repeats, warmup)[0]
 
 
 def interleaved_median_ms(
@@ -70,7 +63,7 @@ def interleaved_median_ms(
 ) -> list[float]:
     """Median wall time in milliseconds of each of ``fns``, timed in rounds that call each
     once in turn, so a slow spell of a shared machine spreads over all of them instead of
-    skewing the one that happened to run then (which ``median_ms`` one after another would)."""
+    skewing the one that happened to run then (as timing them one after another would)."""
     for fn in fns:
         for _ in range(warmup):
             fn()
