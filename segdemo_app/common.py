@@ -134,6 +134,7 @@ def _available(key: tuple) -> list[dict]:
                     "model": meta.get("model"),
                     "model_kwargs": meta.get("model_kwargs", {}),
                     "label_set": meta.get("label_set", {}).get("name"),
+                    "num_classes": meta.get("num_classes"),
                     "dataset": (meta.get("train_config") or {}).get("data"),
                     "input_size": meta.get("input_size"),
                     "miou": listed.get("miou"),

@@ -118,12 +118,15 @@ def example_photos() -> list[Photo]:
 
 
 def default_checkpoints(rows: Sequence[dict], most: int = 3) -> list[str]:
-    """Checkpoints selected before the user picks: the bundled ones, most accurate first
-    (the pretrained flagship leads, the from-scratch pair follows for comparison), else
-    the newest checkpoint of each architecture (``best`` before ``last``), at most
-    ``most``, and at least two when two exist."""
+    """Checkpoints selected before the user picks: the bundled ones of the richest label
+    set (mIoUs of different label sets do not compare; a binary road model stays in the
+    picker), most accurate first (the pretrained flagship leads, the from-scratch pair
+    follows for comparison), else the newest checkpoint of each architecture (``best``
+    before ``last``), at most ``most``, and at least two when two exist."""
     bundled = [row for row in rows if row["bundled"]]
     if bundled:
+        richest = max(row.get("num_classes") or 0 for row in bundled)
+        bundled = [row for row in bundled if (row.get("num_classes") or 0) == richest]
         bundled.sort(key=lambda row: -(row.get("miou") or 0.0))
         return [row["path"] for row in bundled[:4]]
     newest = sorted(

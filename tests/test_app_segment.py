@@ -227,6 +227,11 @@ def test_default_checkpoints_prefer_bundled_then_newest_per_architecture():
         row("unetpp", "unetpp", None, True, 0.33),
     ]
     assert default_checkpoints(bundled) == ["flagship", "unetpp", "unet", "old"]
+    # A binary road model scores far higher on its own task; the 19-class models still lead.
+    road = {**row("road", "unet", None, True, 0.90), "num_classes": 2}
+    nineteen = [{**r, "num_classes": 19} for r in bundled]
+    assert default_checkpoints([road, *nineteen]) == ["flagship", "unetpp", "unet", "old"]
+    assert default_checkpoints([road]) == ["road"]
 
 
 def test_pretrained_flagship_kind_of_checkpoint_prunes_live(app_dirs):
