@@ -79,10 +79,12 @@ def model_panel(row: dict, photo: ui.Photo) -> None:
     if level is not None:
         metrics = ((metrics.get("per_level") or {}).get(mode) or {}).get(str(level)) or {}
     miou = metrics.get("miou")
+    # One row per number, so the table fits a narrow column when four models sit side by side.
     st.markdown(
-        "| params | GFLOPs | latency | val mIoU |\n|---|---|---|---|\n"
-        f"| {ui.format_params(cost['params'])} | {cost['gflops']:.2f} "
-        f"| {result.inference_ms:.0f} ms | {'n/a' if miou is None else f'{miou:.3f}'} |"
+        f"| params | {ui.format_params(cost['params'])} |\n|---|---|\n"
+        f"| GFLOPs | {cost['gflops']:.2f} |\n"
+        f"| latency | {result.inference_ms:.0f} ms |\n"
+        f"| val mIoU | {'n/a' if miou is None else f'{miou:.3f}'} |"
     )
     stem = f"{photo.stem}_{checkpoint.path.stem}" + (f"_{mode}-L{level}" if level else "")
     alpha = state["segment_alpha"]
