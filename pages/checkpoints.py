@@ -165,7 +165,7 @@ else:
         st.error(str(e))
         meta = {}
     best = (meta.get("metrics") or {}).get("best") or {}
-    listed, _ = common.stored_metrics(meta)
+    listed, listed_mode = common.stored_metrics(meta)
 
     info_col, chart_col = st.columns([2, 3])
     with info_col:
@@ -179,8 +179,8 @@ else:
                 f"- trained on: {config.get('data', 'n/a')}, epoch {meta.get('epoch', 'n/a')}, "
                 f"step {meta.get('step', 'n/a')}\n"
                 f"- input size: {size} (H × W)\n"
-                f"- val mIoU {number(row['miou'])}"
-                + (f" ({row['miou_mode']} mode, full depth)" if row["miou_mode"] else "")
+                f"- val mIoU {number(listed.get('miou'))}"
+                + (f" ({listed_mode} mode, full depth)" if listed_mode else "")
                 + f", pixel accuracy {number(listed.get('pixel_accuracy'))}\n"
                 f"- created: {meta.get('created', 'n/a')}\n"
                 f"- file: `{path}` ({path.stat().st_size / 1e6:.1f} MB)"
