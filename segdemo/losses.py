@@ -1,86 +1,210 @@
-"""Training losses: cross-entropy, Dice and their sum, with ignore index.
+"""Training losses: cross-entropy, Dice and their sum over every deep-supervision head.
 
 For a binary label set (``road``) the model has two output channels; cross-entropy over
 two classes equals binary cross-entropy on the logit difference, and Dice is taken on the
 foreground class only, which is the U-Net++ paper's BCE + Dice.
+
+The loss of all heads is one ``torch.autograd.Function`` that works on a flat
+``(pixels, classes)`` view of each head in float32 and writes the gradient with respect to
+the logits directly, in the logits' own dtype: the log-softmax, the softmax, the Dice
+sums and both gradients come from one set of passes, with no one-hot tensor, no
+``.float()`` copy kept for autograd and no per-op backward. On a U-Net++ batch (4 heads of
+8x19x256x256, bf16) the loss and its backward take 0.2 s instead of 0.8 s for the same
+arithmetic written op by op. The tests check value and gradient against
+``F.cross_entropy`` and smp's ``DiceLoss``.
+
+Cross-entropy can weight pixels (class weights as in ``F.cross_entropy(weight=...)``)
+or keep only the hard ones (OHEM, as mmsegmentation's ``OHEMPixelSampler``: pixels whose
+own-class probability is below ``ohem_threshold``, at least ``ohem_min_kept`` of them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
-import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-LOSSES = ("ce", "dice", "ce_dice")
+LOSSES = ("ce", "dice", "ce_dice", "ohem_ce_dice")
 
 
-def dice_loss(
-    logits: torch.Tensor,
-    target: torch.Tensor,
-    ignore_index: int = 255,
-    classes: list[int] | None = None,
-    eps: float = 1e-7,
-) -> torch.Tensor:
-    """Soft multiclass Dice loss, the same function as smp's
-    ``DiceLoss("multiclass", from_logits=True, ignore_index=..., classes=...)``:
-    ``1 - 2|P∩T| / (|P| + |T|)`` per class over the whole batch, classes absent from the
-    target contribute 0, then the mean over ``classes`` (all by default).
+# Pixels per chunk: the loss works on one block of rows of one image at a time, so every
+# temporary stays a few MB. Allocations above glibc's mmap threshold (32 MB) are fresh
+# pages each time, and their page faults cost more than the arithmetic.
+CHUNK_PIXELS = 1 << 17
 
-    smp builds a one-hot ``(N, H*W, C)`` target and permutes it; here the intersection is
-    the softmax probability of each pixel's own class, summed per class with
-    ``index_add`` (the class sizes with ``bincount``), which never materialises the one-hot
-    tensor. On a U-Net++ batch (4 heads of 8x19x256x256) the Dice terms take 0.38 s
-    instead of 0.90 s on a 2-core CPU. The tests check value and gradient against smp.
-    """
-    num_classes = logits.shape[1]
-    probs = logits.float().softmax(dim=1)
-    valid = target != ignore_index
-    safe_target = torch.where(valid, target, 0)
-    own = probs.gather(1, safe_target.unsqueeze(1)).squeeze(1)
-    labels = safe_target[valid]
-    intersection = torch.zeros(num_classes, dtype=probs.dtype, device=probs.device)
-    intersection = intersection.index_add(0, labels, own[valid])
-    target_sum = torch.bincount(labels, minlength=num_classes).to(probs.dtype)
-    pred_sum = (probs * valid.unsqueeze(1)).sum(dim=(0, 2, 3))
-    score = 2 * intersection / (pred_sum + target_sum).clamp_min(eps)
-    loss = (1.0 - score) * (target_sum > 0).to(probs.dtype)
-    if classes is not None:
-        loss = loss[classes]
-    return loss.mean()
+
+def _chunks(shape: torch.Size) -> list[tuple[int, int, int]]:
+    """``(image, first_row, end_row)`` blocks of about ``CHUNK_PIXELS`` pixels."""
+    n, _, h, w = shape
+    rows = max(1, CHUNK_PIXELS // w)
+    return [(i, r, min(r + rows, h)) for i in range(n) for r in range(0, h, rows)]
+
+
+def _chunk_matrix(logits: Tensor, i: int, r0: int, r1: int) -> Tensor:
+    """Logits of rows ``r0:r1`` of image ``i`` as a float32 ``(pixels, classes)`` matrix."""
+    block = logits[i, :, r0:r1].permute(1, 2, 0)
+    # Always a fresh copy (the loss works on it in place), converted and compacted at once.
+    matrix = torch.empty(block.shape, dtype=torch.float32, device=block.device)
+    return matrix.copy_(block).view(-1, logits.shape[1])
+
+
+class _HeadsLoss(torch.autograd.Function):
+    """Mean over heads of ``ce_weight * CE + dice_weight * Dice``; see ``SegmentationLoss``."""
+
+    @staticmethod
+    def forward(ctx, loss: SegmentationLoss, target: Tensor, *heads: Tensor) -> Tensor:
+        num_classes = heads[0].shape[1]
+        flat_target = target.reshape(-1)
+        valid = flat_target != loss.ignore_index
+        safe = torch.where(valid, flat_target, 0)
+        present = torch.bincount(safe, weights=valid.float(), minlength=num_classes)
+        dice_weights = loss.dice_class_weights(num_classes, heads[0].device)
+        active = dice_weights * (present > 0)
+        chunks = _chunks(heads[0].shape)
+        bounds = _flat_bounds(chunks, heads[0].shape)
+        total = heads[0].new_zeros((), dtype=torch.float32)
+        saved = []
+        for logits in heads:
+            own_logp = torch.empty_like(safe, dtype=torch.float32)
+            lse = torch.empty_like(own_logp)
+            prob_sum = torch.zeros(num_classes, device=logits.device)
+            for (i, r0, r1), (s, e) in zip(chunks, bounds, strict=True):
+                x = _chunk_matrix(logits, i, r0, r1)
+                chunk_lse = torch.logsumexp(x, dim=1)
+                own_logp[s:e] = x.gather(1, safe[s:e].unsqueeze(1)).squeeze(1) - chunk_lse
+                # p = softmax, 0 at ignored pixels (there the log-sum-exp is taken as +inf).
+                chunk_lse.masked_fill_(~valid[s:e], float("inf"))
+                prob_sum += x.sub_(chunk_lse.unsqueeze(1)).exp_().sum(0)
+                lse[s:e] = chunk_lse
+            own_p = own_logp.exp().mul_(valid)
+            pixel_weight = loss.pixel_weights(safe, valid, own_p)
+            ce = -(pixel_weight * own_logp.masked_fill_(~valid, 0.0)).sum()
+            intersection = torch.zeros_like(prob_sum).index_add_(0, safe, own_p)
+            denominator = (prob_sum + present).clamp_min(loss.eps)
+            dice = (active * (1.0 - 2.0 * intersection / denominator)).sum()
+            total += loss.ce_weight * ce + loss.dice_weight * dice
+            # d Dice / d p_c at a valid pixel is alpha_c - beta_c * [c == target].
+            alpha = loss.dice_weight * active * 2.0 * intersection / denominator**2
+            beta = loss.dice_weight * active * 2.0 / denominator
+            # What the backward needs besides the logits themselves: per pixel, the
+            # log-sum-exp, the CE weight and beta_target * p_target (the own-class terms).
+            own_term = beta[safe] * own_p
+            saved.append((lse, loss.ce_weight * pixel_weight, own_term, alpha))
+        ctx.save_for_backward(*heads)
+        ctx.saved = saved
+        ctx.safe = safe
+        return total / len(heads)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        heads = ctx.saved_tensors
+        scale = grad_output / len(heads)
+        chunks = _chunks(heads[0].shape)
+        bounds = _flat_bounds(chunks, heads[0].shape)
+        grads = []
+        for logits, (lse, ce_term, own_term, alpha) in zip(heads, ctx.saved, strict=True):
+            n, c, h, w = logits.shape
+            grad = torch.empty((n, h, w, c), dtype=logits.dtype, device=logits.device)
+            for (i, r0, r1), (s, e) in zip(chunks, bounds, strict=True):
+                probs = _chunk_matrix(logits, i, r0, r1).sub_(lse[s:e].unsqueeze(1)).exp_()
+                # Through the softmax: dL/dz_c = p_c * (g_c - <g, p>) for the Dice part
+                # (g_c = alpha_c - beta_c [c == target]), plus w * (p_c - [c == target])
+                # for cross-entropy.
+                inner = probs @ alpha - own_term[s:e]
+                g = probs * alpha
+                g.addcmul_(probs, (ce_term[s:e] - inner).unsqueeze(1))
+                index = ctx.safe[s:e].unsqueeze(1)
+                g.scatter_add_(1, index, -(own_term[s:e] + ce_term[s:e]).unsqueeze(1))
+                grad[i, r0:r1] = g.mul_(scale).view(r1 - r0, w, c)
+            grads.append(grad.permute(0, 3, 1, 2))
+        ctx.saved = None
+        return (None, None, *grads)
+
+
+def _flat_bounds(chunks: list[tuple[int, int, int]], shape: torch.Size) -> list[tuple[int, int]]:
+    """Start and end of each chunk in the flat ``(N*H*W)`` pixel order of the target."""
+    _, _, h, w = shape
+    return [((i * h + r0) * w, (i * h + r1) * w) for i, r0, r1 in chunks]
 
 
 class SegmentationLoss(nn.Module):
     """``loss(heads, target)``: the mean over deep-supervision heads of the chosen loss.
 
     Args:
-        name: ``"ce"``, ``"dice"`` or ``"ce_dice"``.
+        name: ``"ce"``, ``"dice"``, ``"ce_dice"`` or ``"ohem_ce_dice"`` (cross-entropy on
+            the hard pixels only, plus Dice).
         num_classes: output channels of the model.
         ignore_index: target value excluded from the loss.
+        class_weights: optional per-class weights of the cross-entropy, as
+            ``F.cross_entropy(weight=...)`` (the mean is weighted by them).
+        ohem_threshold, ohem_min_kept: OHEM keeps pixels whose probability of their own
+            class is below the threshold, and at least ``ohem_min_kept`` per batch.
 
     Shape:
-        heads: list of logits ``(N, C, H, W)``; target: int64 ``(N, H, W)``.
+        heads: list of logits ``(N, C, H, W)`` (any float dtype and memory format);
+        target: int64 ``(N, H, W)``. Returns a float32 scalar.
+
+    Dice is smp's ``DiceLoss("multiclass", from_logits=True)`` per head: ``1 - 2|P∩T| /
+    (|P| + |T|)`` per class over the batch, 0 for classes absent from the target, averaged
+    over all classes (only the foreground class for two classes).
     """
 
-    def __init__(self, name: str, num_classes: int, ignore_index: int = 255) -> None:
+    eps = 1e-7
+
+    def __init__(
+        self,
+        name: str,
+        num_classes: int,
+        ignore_index: int = 255,
+        class_weights: Sequence[float] | None = None,
+        ohem_threshold: float = 0.7,
+        ohem_min_kept: int = 100_000,
+    ) -> None:
         super().__init__()
         if name not in LOSSES:
             raise ValueError(f"unknown loss {name!r}; valid losses: {', '.join(LOSSES)}")
+        if class_weights is not None and len(class_weights) != num_classes:
+            raise ValueError(
+                f"class_weights has {len(class_weights)} values for {num_classes} classes"
+            )
         self.name = name
+        self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.dice_classes = [1] if num_classes == 2 else None
+        self.ce_weight = 0.0 if name == "dice" else 1.0
+        self.dice_weight = 0.0 if name == "ce" else 1.0
+        self.ohem = name.startswith("ohem")
+        self.ohem_threshold = float(ohem_threshold)
+        self.ohem_min_kept = int(ohem_min_kept)
+        weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights, persistent=False)
 
-    def single(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()  # losses in fp32 even under bf16 autocast
-        loss = logits.new_zeros(())
-        if self.name in ("ce", "ce_dice"):
-            loss = loss + F.cross_entropy(logits, target, ignore_index=self.ignore_index)
-        if self.name in ("dice", "ce_dice"):
-            loss = loss + dice_loss(logits, target, self.ignore_index, self.dice_classes)
-        return loss
+    def dice_class_weights(self, num_classes: int, device: torch.device) -> Tensor:
+        """Weight of each class in the Dice mean: the foreground only for two classes."""
+        weights = torch.zeros(num_classes, device=device)
+        if num_classes == 2:
+            weights[1] = 1.0
+        else:
+            weights[:] = 1.0 / num_classes
+        return weights
 
-    def forward(
-        self, heads: list[torch.Tensor] | torch.Tensor, target: torch.Tensor
-    ) -> torch.Tensor:
-        if isinstance(heads, torch.Tensor):
+    def pixel_weights(self, target: Tensor, valid: Tensor, own_p: Tensor) -> Tensor:
+        """Cross-entropy weight of every pixel (flat), summing to 1 over the batch."""
+        weights = valid.float()
+        if self.class_weights is not None:
+            weights = weights * self.class_weights.to(target.device)[target]
+        if self.ohem:
+            # mmsegmentation's OHEMPixelSampler: keep p < max(threshold, the probability
+            # of the (min_kept + 1)-th hardest valid pixel).
+            threshold = self.ohem_threshold
+            valid_p = own_p[valid]
+            if valid_p.numel() > 0:
+                k = min(self.ohem_min_kept, valid_p.numel() - 1)
+                threshold = max(threshold, float(valid_p.kthvalue(k + 1).values))
+            weights = weights * (own_p < threshold)
+        return weights / weights.sum().clamp_min(self.eps)
+
+    def forward(self, heads: Sequence[Tensor] | Tensor, target: Tensor) -> Tensor:
+        if isinstance(heads, Tensor):
             heads = [heads]
-        return torch.stack([self.single(h, target) for h in heads]).mean()
+        return _HeadsLoss.apply(self, target, *heads)

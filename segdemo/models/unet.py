@@ -49,6 +49,44 @@ def crop_to(x: Tensor, size: tuple[int, int]) -> Tensor:
     return x[..., : size[0], : size[1]]
 
 
+class _ConcatChannels(torch.autograd.Function):
+    """``torch.cat(tensors, dim=1)`` whose backward hands each input a compact gradient.
+
+    ``torch.cat``'s backward returns channel slices of the output's gradient. In
+    ``channels_last`` bf16 such a slice is 16 channels out of every pixel's 80, and
+    autograd sums the several gradients of a U-Net++ node (one per later node that reads
+    it) with element-wise kernels that do not vectorise over short strided runs: 16 ms per
+    sum on an 8x16x256x256 batch against 0.6 ms for compact tensors. Copying each slice
+    out once (2 ms) makes every later sum a compact one. Values are those of ``torch.cat``.
+    """
+
+    @staticmethod
+    def forward(ctx, *tensors: Tensor) -> Tensor:
+        ctx.channels = [t.shape[1] for t in tensors]
+        ctx.formats = [_memory_format(t) for t in tensors]
+        return torch.cat(tensors, dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grads, start = [], 0
+        for channels, fmt in zip(ctx.channels, ctx.formats, strict=True):
+            grads.append(grad.narrow(1, start, channels).contiguous(memory_format=fmt))
+            start += channels
+        return tuple(grads)
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def concat_channels(tensors: list[Tensor]) -> Tensor:
+    """``torch.cat(tensors, dim=1)``, with the compact backward of ``_ConcatChannels``."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _ConcatChannels.apply(*tensors)
+    return torch.cat(tensors, dim=1)
+
+
 class ConvBlock(nn.Sequential):
     """Two 3x3 conv + BatchNorm + ReLU, keeping the spatial size.
 
@@ -170,7 +208,7 @@ class UNet(nn.Module):
         skips = self.encoder(x)
         x = skips[-1]
         for level in reversed(range(4)):
-            x = self.decoder[level](torch.cat([skips[level], self.ups[level](x)], dim=1))
+            x = self.decoder[level](concat_channels([skips[level], self.ups[level](x)]))
         return crop_to(self.head(x), size)
 
     def forward_heads(self, x: Tensor) -> list[Tensor]:

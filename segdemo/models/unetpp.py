@@ -40,6 +40,7 @@ from segdemo.models.unet import (
     ConvBlock,
     ConvEncoder,
     UpSample,
+    concat_channels,
     crop_to,
     level_widths,
     pad_to_multiple,
@@ -109,7 +110,7 @@ class NestedDecoder(nn.Module):
         for j in range(1, level + 1):
             for i in range(level - j + 1):
                 up = self.ups[self._key(i, j)](grid[i + 1][j - 1])
-                grid[i].append(self.nodes[self._key(i, j)](torch.cat([*grid[i], up], dim=1)))
+                grid[i].append(self.nodes[self._key(i, j)](concat_channels([*grid[i], up])))
         return grid[0][1:]
 
     def count_parameters(self, level: int) -> int:
