@@ -176,7 +176,9 @@ class SegmentationLoss(nn.Module):
         self.ohem = name.startswith("ohem")
         self.ohem_threshold = float(ohem_threshold)
         self.ohem_min_kept = int(ohem_min_kept)
-        weights = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        weights = (
+            None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        )
         self.register_buffer("class_weights", weights, persistent=False)
 
     def dice_class_weights(self, num_classes: int, device: torch.device) -> Tensor:
