@@ -20,37 +20,25 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 
 from segdemo import runtime
 from segdemo.inference import predict_logits, prepare_model
 from segdemo.models import create_model, list_models
-from segdemo.models.registry import count_flops, count_parameters
+from segdemo.models.registry import (
+    count_flops,
+    count_parameters,
+    forward_kwargs,
+    get_model_config,
+    inference_settings,
+)
 
 BENCH_KEYS = ("model", "mode", "level", "params", "gflops", "ms_fp32", "ms_fast", "images_per_s")
-LEVELS = (1, 2, 3, 4)
-MODES = ("fast", "accurate")
 
 
 def default_model_kwargs(name: str) -> dict:
-    """CPU-sized configurations: scratch models at base width 16, smp models on a
-    randomly initialised resnet18 (no download; latency does not depend on weights)."""
-    if name in ("unet", "unetpp"):
-        return {"base_width": 16}
-    if name.startswith("smp_") or name == "unetpp_ds":
-        return {"encoder": "resnet18", "encoder_weights": None}
-    return {}
-
-
-def _settings(model: nn.Module) -> list[tuple[str | None, int | None]]:
-    if not getattr(model, "supports_pruning", False):
-        return [(None, None)]
-    levels = range(1, getattr(model, "num_levels", 4) + 1)
-    return [(mode, level) for mode in MODES for level in levels]
-
-
-def _forward_kwargs(mode: str | None, level: int | None) -> dict:
-    return {} if mode is None else {"mode": mode, "level": level}
+    """The registered default build of ``name`` (scratch models at base width 16, smp
+    models on a randomly initialised resnet18: latency does not depend on weights)."""
+    return dict(get_model_config(name).default_kwargs)
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int) -> float:
@@ -100,11 +88,11 @@ def bench_model(
     generator = torch.Generator().manual_seed(seed)
     one = torch.randn(1, 3, *size, generator=generator).to(device)
     many = torch.randn(batch, 3, *size, generator=generator).to(device)
-    settings = _settings(model)
+    settings = inference_settings(model)
 
-    def timed(precision: str, x: torch.Tensor, forward_kwargs: dict) -> float:
+    def timed(precision: str, x: torch.Tensor, kwargs: dict) -> float:
         def step() -> None:
-            predict_logits(model, x, device, precision, **forward_kwargs)
+            predict_logits(model, x, device, precision, **kwargs)
             _sync(device)
 
         return median_ms(step, repeats, warmup)
@@ -112,9 +100,9 @@ def bench_model(
     model, _, _ = prepare_model(model, device, "fp32")
     rows = []
     for mode, level in settings:
-        forward_kwargs = _forward_kwargs(mode, level)
+        kwargs = forward_kwargs(mode, level)
         if hasattr(model, "count_parameters"):
-            params = model.count_parameters(**forward_kwargs)
+            params = model.count_parameters(**kwargs)
         else:
             params = count_parameters(model)
         rows.append(
@@ -123,16 +111,16 @@ def bench_model(
                 "mode": mode,
                 "level": level,
                 "params": int(params),
-                "gflops": count_flops(model, size, **forward_kwargs) / 1e9,
-                "ms_fp32": timed("fp32", one, forward_kwargs),
+                "gflops": count_flops(model, size, **kwargs) / 1e9,
+                "ms_fp32": timed("fp32", one, kwargs),
             }
         )
     # The fast path changes the model's memory layout, so it is measured after fp32.
     model, _, precision = prepare_model(model, device, "auto")
     for row, (mode, level) in zip(rows, settings, strict=True):
-        forward_kwargs = _forward_kwargs(mode, level)
-        row["ms_fast"] = timed(precision, one, forward_kwargs)
-        row["images_per_s"] = 1000.0 * batch / timed(precision, many, forward_kwargs)
+        kwargs = forward_kwargs(mode, level)
+        row["ms_fast"] = timed(precision, one, kwargs)
+        row["images_per_s"] = 1000.0 * batch / timed(precision, many, kwargs)
         row.update(
             precision_fast=precision,
             device=runtime.describe(device, precision),
@@ -199,22 +187,27 @@ def run_bench(
 def format_bench_table(rows: list[dict]) -> str:
     """Markdown table of ``run_bench`` rows.
 
-    Adds ``fp32/fast`` (speed-up of the fast path, ``ms_fp32 / ms_fast``) and ``vs L4``
-    (fast-path latency relative to level 4 of the same model and mode).
+    Adds ``fp32/fast`` (speed-up of the fast path, ``ms_fp32 / ms_fast``) and ``vs full``
+    (fast-path latency relative to the deepest level of the same model and mode).
     """
+    deepest: dict[tuple[str, str], int] = {}
+    for row in rows:
+        if row["mode"] is not None:
+            key = (row["model"], row["mode"])
+            deepest[key] = max(deepest.get(key, 0), row["level"])
     reference = {
         (row["model"], row["mode"]): row["ms_fast"]
         for row in rows
-        if row["mode"] is not None and row["level"] == 4
+        if row["mode"] is not None and row["level"] == deepest[(row["model"], row["mode"])]
     }
     header = (
         "| model | mode | level | params (M) | GFLOPs | ms fp32 (b=1) | ms fast (b=1) "
-        "| fp32/fast | vs L4 | img/s fast |"
+        "| fp32/fast | vs full | img/s fast |"
     )
     lines = [header, "|" + "---|" * 10]
     for row in rows:
-        l4 = reference.get((row["model"], row["mode"]))
-        relative = f"{row['ms_fast'] / l4:.2f}" if l4 else "-"
+        full = reference.get((row["model"], row["mode"]))
+        relative = f"{row['ms_fast'] / full:.2f}" if full else "-"
         lines.append(
             f"| {row['model']} | {row['mode'] or '-'} | {row['level'] or '-'} "
             f"| {row['params'] / 1e6:.3f} | {row['gflops']:.2f} | {row['ms_fp32']:.1f} "

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segdemo import runtime
+from segdemo.images import resize_image
+from segdemo.models.registry import forward_kwargs, pruning_levels
 
 __all__ = [
     "mask_to_size",
@@ -53,22 +55,27 @@ def prepare_model(
     return model, device, precision
 
 
-def pruning_kwargs(model: nn.Module, mode: str = "accurate", level: int | None = None) -> dict:
+def pruning_kwargs(
+    model: nn.Module, mode: str | None = "accurate", level: int | None = None
+) -> dict:
     """Forward keyword arguments selecting a U-Net++ pruning ``mode``/``level``.
 
-    Empty for models without pruning (they take no ``mode``/``level``), so callers can pass
-    the result to any model; asking such a model for a pruned level is a ValueError.
+    ``level=None`` means the full network. Empty for models without pruning levels (they
+    take no ``mode``/``level``), so callers can pass the result to any model; asking such a
+    model for a level is a ValueError, as is a level the model does not have.
     """
-    if getattr(model, "supports_pruning", False):
-        return {"mode": mode, "level": level}
-    full_level = getattr(model, "num_levels", 4)
-    if level is not None and level != full_level:
-        name = getattr(model, "model_name", type(model).__name__)
-        raise ValueError(
-            f"{name} has no deep supervision, so it cannot be pruned to level {level}; "
-            f"only the full network (level {full_level}) exists"
-        )
-    return {}
+    levels = pruning_levels(model)
+    name = getattr(model, "model_name", type(model).__name__)
+    if levels == 0:
+        if level is not None:
+            raise ValueError(
+                f"{name} has no pruning levels, so it cannot be pruned to level {level}"
+            )
+        return {}
+    level = levels if level is None else level
+    if not 1 <= level <= levels:
+        raise ValueError(f"{name} has pruning levels 1..{levels}, not {level}")
+    return forward_kwargs(mode or "accurate", level)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -139,7 +146,8 @@ def preprocess(
             usually ``model.normalization``.
 
     Returns:
-        ``(1, 3, height, width)`` float32, bilinear (antialiased) resize.
+        ``(1, 3, height, width)`` float32, resized by ``segdemo.images.resize_image`` (the
+        training pipeline's resize: pixel-area when shrinking, bilinear when enlarging).
     """
     image = np.asarray(image_rgb_uint8)
     if image.ndim == 2:
@@ -148,10 +156,11 @@ def preprocess(
         raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image (0..255), got dtype {image.dtype}")
-    x = torch.from_numpy(np.ascontiguousarray(image[:, :, :3])).permute(2, 0, 1)[None]
+    image = np.ascontiguousarray(image[:, :, :3])
+    if size is not None:
+        image = resize_image(image, size)
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
     x = x.float().div_(255.0)
-    if size is not None and tuple(size) != tuple(x.shape[-2:]):
-        x = F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
     mean = torch.tensor(normalization["mean"], dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(normalization["std"], dtype=torch.float32).view(1, 3, 1, 1)
     return (x - mean) / std

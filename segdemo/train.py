@@ -325,7 +325,7 @@ def fit(
     from segdemo.data import collate_fn, open_dataset
     from segdemo.evaluate import evaluate
     from segdemo.labels import get_label_set
-    from segdemo.models import create_model
+    from segdemo.models import create_model, get_model_config
 
     out = Path(config.out)
     dist_info = init_distributed(config.device)
@@ -408,7 +408,7 @@ def fit(
         train_model = torch.nn.parallel.DistributedDataParallel(
             wrapped,
             device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=config.model in ("smp_unet", "smp_unetpp", "unetpp_ds"),
+            find_unused_parameters=get_model_config(config.model).find_unused_parameters,
         )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay

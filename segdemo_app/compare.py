@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from segdemo.bench import LEVELS, MODES
 from segdemo.data import open_dataset
 from segdemo.evaluate import evaluate_checkpoint
 from segdemo.inference import predict_logits, segment_image
+from segdemo.models import inference_settings
 from segdemo_app import common
 from segdemo_app.dataset_picker import folder_stamp
 
@@ -91,7 +91,7 @@ def _level_points(path: str, mtime_ns: int, repeats: int) -> list[dict]:
     ckpt, device, precision = common.load_model(path)
     model = ckpt.model
     x = torch.randn(1, 3, *ckpt.input_size, generator=torch.Generator().manual_seed(0))
-    settings = [(m, k) for m in MODES for k in LEVELS[: getattr(model, "num_levels", 4)]]
+    settings = inference_settings(model)
     times: dict[tuple[str, int], list[float]] = {s: [] for s in settings}
     # Round-robin over the settings, so that a busy machine slows every level alike.
     for repeat in range(repeats + 1):

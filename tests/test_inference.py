@@ -141,11 +141,17 @@ def test_predict_passes_pruning_level() -> None:
 
 def test_pruning_kwargs_for_models_with_and_without_pruning(tiny_unet) -> None:
     assert pruning_kwargs(tiny_unet) == {}
-    assert pruning_kwargs(tiny_unet, "fast", 4) == {}
     with pytest.raises(ValueError, match="cannot be pruned to level 2"):
         pruning_kwargs(tiny_unet, "fast", 2)
     unetpp = create_model("unetpp", num_classes=2, base_width=4)
     assert pruning_kwargs(unetpp, "fast", 2) == {"mode": "fast", "level": 2}
+    assert pruning_kwargs(unetpp, "fast") == {"mode": "fast", "level": 4}
+    shallow = create_model(
+        "unetpp_ds", num_classes=2, encoder_depth=3, decoder_channels=[4, 8]
+    )  # an smp encoder of depth 3: two levels, and "fast" alone means level 2
+    assert pruning_kwargs(shallow, "fast") == {"mode": "fast", "level": 2}
+    with pytest.raises(ValueError, match="levels 1..2, not 4"):
+        pruning_kwargs(shallow, "fast", 4)
 
 
 # --- pre- and post-processing ---------------------------------------------------------------

@@ -7,6 +7,30 @@ H and W. U-Net++ models (``model.supports_pruning``) also take ``mode`` and ``le
 
 # Importing the architecture modules registers their builders.
 from segdemo.models import smp_models, unet, unetpp  # noqa: F401
-from segdemo.models.registry import create_model, list_models, model_info, register_model
+from segdemo.models.registry import (
+    INFERENCE_MODES,
+    ModelConfig,
+    create_model,
+    forward_kwargs,
+    get_model_config,
+    inference_settings,
+    list_models,
+    model_arguments,
+    model_info,
+    pruning_levels,
+    register_model,
+)
 
-__all__ = ["create_model", "list_models", "model_info", "register_model"]
+__all__ = [
+    "INFERENCE_MODES",
+    "ModelConfig",
+    "create_model",
+    "forward_kwargs",
+    "get_model_config",
+    "inference_settings",
+    "list_models",
+    "model_arguments",
+    "model_info",
+    "pruning_levels",
+    "register_model",
+]

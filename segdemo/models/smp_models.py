@@ -17,7 +17,7 @@ import segmentation_models_pytorch as smp
 from torch import Tensor, nn
 
 from segdemo.models.encoders import check_encoder, encoder_normalization, get_encoder
-from segdemo.models.registry import register_model
+from segdemo.models.registry import ModelConfig, register_model
 from segdemo.models.unet import crop_to, pad_to_multiple
 
 SMP_ARCHITECTURES: dict[str, type[smp.base.SegmentationModel]] = {
@@ -48,6 +48,7 @@ class SmpSegmentationModel(nn.Module):
     """
 
     supports_pruning = False
+    num_levels = 0
 
     def __init__(
         self,
@@ -103,7 +104,15 @@ class SmpSegmentationModel(nn.Module):
         return [self.forward(x)]
 
 
-@register_model("smp_unet")
+@register_model(
+    "smp_unet",
+    ModelConfig(
+        description="segmentation_models_pytorch's Unet on any smp encoder",
+        find_unused_parameters=True,
+        default_kwargs={"encoder": "resnet18", "encoder_weights": None},
+        tiny_kwargs={"encoder": "resnet18", "encoder_weights": None, "encoder_depth": 3},
+    ),
+)
 def smp_unet(
     num_classes: int,
     encoder: str = "resnet18",
@@ -118,7 +127,15 @@ def smp_unet(
     )
 
 
-@register_model("smp_unetpp")
+@register_model(
+    "smp_unetpp",
+    ModelConfig(
+        description="segmentation_models_pytorch's UnetPlusPlus on any smp encoder",
+        find_unused_parameters=True,
+        default_kwargs={"encoder": "resnet18", "encoder_weights": None},
+        tiny_kwargs={"encoder": "resnet18", "encoder_weights": None, "encoder_depth": 3},
+    ),
+)
 def smp_unetpp(
     num_classes: int,
     encoder: str = "resnet18",

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segdemo.models.registry import IMAGENET_NORMALIZATION, register_model
+from segdemo.models.registry import IMAGENET_NORMALIZATION, ModelConfig, register_model
 
 UPSAMPLING_MODES = ("transpose", "bilinear")
 
@@ -183,6 +183,7 @@ class UNet(nn.Module):
     """
 
     supports_pruning = False
+    num_levels = 0
     pad_multiple = 16
 
     def __init__(
@@ -216,7 +217,12 @@ class UNet(nn.Module):
         return [self(x)]
 
 
-@register_model("unet")
-def unet(num_classes: int, **kwargs) -> UNet:
-    """U-Net; kwargs: ``base_width`` (16), ``upsampling`` ("transpose"), ``dropout`` (0.2)."""
-    return UNet(num_classes, **kwargs)
+register_model(
+    "unet",
+    ModelConfig(
+        description="U-Net (Ronneberger et al. 2015), written here; base_width 64 is the paper's",
+        width_argument="base_width",
+        default_kwargs={"base_width": 16},
+        tiny_kwargs={"base_width": 4},
+    ),
+)(UNet)

@@ -35,7 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segdemo.models.encoders import encoder_normalization, get_encoder
-from segdemo.models.registry import IMAGENET_NORMALIZATION, register_model
+from segdemo.models.registry import (
+    IMAGENET_NORMALIZATION,
+    INFERENCE_MODES,
+    ModelConfig,
+    register_model,
+)
 from segdemo.models.unet import (
     ConvBlock,
     ConvEncoder,
@@ -45,8 +50,6 @@ from segdemo.models.unet import (
     level_widths,
     pad_to_multiple,
 )
-
-INFERENCE_MODES = ("fast", "accurate")
 
 
 class NestedDecoder(nn.Module):
@@ -377,16 +380,33 @@ class UNetPlusPlusDS(NestedUNetBase):
         return self._encoder_params_by_level[level]
 
 
-@register_model("unetpp")
-def unetpp(num_classes: int, **kwargs) -> UNetPlusPlus:
-    """U-Net++; kwargs: ``base_width`` (16), ``deep_supervision`` (True), ``upsampling``
-    ("transpose"), ``dropout`` (0.2)."""
-    return UNetPlusPlus(num_classes, **kwargs)
+register_model(
+    "unetpp",
+    ModelConfig(
+        description="U-Net++ (Zhou et al. 2018/2019), written here: nested skips, deep "
+        "supervision, pruning L1..L4",
+        num_levels=4,
+        modes=INFERENCE_MODES,
+        width_argument="base_width",
+        default_kwargs={"base_width": 16, "deep_supervision": True},
+        tiny_kwargs={"base_width": 4, "deep_supervision": True},
+    ),
+)(UNetPlusPlus)
 
-
-@register_model("unetpp_ds")
-def unetpp_ds(num_classes: int, **kwargs) -> UNetPlusPlusDS:
-    """Nested decoder with deep supervision on an smp encoder; kwargs: ``encoder``
-    ("resnet18"), ``encoder_weights`` (None), ``encoder_depth`` (5), ``decoder_channels``,
-    ``upsampling``."""
-    return UNetPlusPlusDS(num_classes, **kwargs)
+register_model(
+    "unetpp_ds",
+    ModelConfig(
+        description="the U-Net++ nested decoder with deep supervision and pruning on an smp "
+        "encoder",
+        num_levels=4,
+        modes=INFERENCE_MODES,
+        find_unused_parameters=True,
+        default_kwargs={"encoder": "resnet18", "encoder_weights": None},
+        tiny_kwargs={
+            "encoder": "resnet18",
+            "encoder_weights": None,
+            "encoder_depth": 3,
+            "decoder_channels": [4, 8],
+        },
+    ),
+)(UNetPlusPlusDS)
