@@ -14,25 +14,62 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from segdemo import runtime
+from segdemo.inference import preprocess, pruning_kwargs
 from segdemo.metrics import ConfusionMatrix
-
-MODES = ("fast", "accurate")
+from segdemo.models.registry import INFERENCE_MODES, pruning_levels
 
 
 def _list_collate(items):
     return [item for item in items if item is not None]
 
 
-def _label_set_of(dataset):
+def _base_and_indices(dataset) -> tuple[Any, list[int]]:
+    """The dataset under any ``Subset`` wrappers, and the indices the wrappers select."""
+    indices = list(range(len(dataset)))
     while isinstance(dataset, Subset):
+        indices = [dataset.indices[i] for i in indices]
         dataset = dataset.dataset
-    return dataset.label_set
+    return dataset, indices
+
+
+def _label_set_of(dataset):
+    return _base_and_indices(dataset)[0].label_set
+
+
+class _EvalItems(torch.utils.data.Dataset):
+    """Items for evaluation: the photo prepared as ``predict`` and the app prepare it
+    (``inference.preprocess``: the one resize policy, then normalisation) and the mask at
+    its native resolution. An unreadable file yields None (skipped, noted in the
+    dataset's ``problems``), as in training."""
+
+    def __init__(self, dataset, input_size: tuple[int, int] | None) -> None:
+        self.dataset, self.indices = _base_and_indices(dataset)
+        self.input_size = None if input_size is None else tuple(input_size)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any] | None:
+        index = self.indices[i]
+        try:
+            image, mask = self.dataset.read_raw(index)
+        except ValueError as exc:
+            if getattr(self.dataset, "on_error", "skip") == "raise":
+                raise
+            self.dataset.mark_unreadable(index, exc)
+            return None
+        return {
+            "image": preprocess(image, self.input_size, self.dataset.normalization)[0],
+            "mask": torch.from_numpy(mask.astype(np.int64)),
+            "path": self.dataset.item_path(index),
+        }
 
 
 def _predictions(model, images: torch.Tensor, per_level: bool, mode, level) -> dict:
@@ -67,10 +104,13 @@ def evaluate(
     distributed: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on ``dataset`` (items at native size, as ``open_dataset(size=None)``).
+    """Evaluate ``model`` on ``dataset`` (a dataset from ``open_dataset``, any ``size``: items
+    are read at native size with ``read_raw``).
 
     Args:
         input_size: (H, W) the model works at; ``None`` feeds images at their own size.
+            Photos are read as uint8 and prepared by ``inference.preprocess``, exactly as
+            ``predict`` and the app prepare them.
         mode, level: evaluate one U-Net++ setting only. When both are ``None`` and the model
             supports pruning, the result also holds ``per_level[mode][level]`` for fast and
             accurate L1..L4, and the top-level numbers are the default (accurate, L4).
@@ -92,16 +132,16 @@ def evaluate(
     if distributed and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
         dataset = Subset(dataset, range(rank, total, world))
+    dataset = _EvalItems(dataset, input_size)
 
     was_training = model.training
     model.eval()
-    supports_pruning = bool(getattr(model, "supports_pruning", False))
+    levels = pruning_levels(model)
     if mode is not None or level is not None:
-        if not supports_pruning:
+        if not levels:
             raise ValueError(f"{getattr(model, 'model_name', 'this model')} has no pruning levels")
-        mode = mode or "accurate"
-        level = level or getattr(model, "num_levels", 4)
-    per_level = supports_pruning and mode is None
+        mode, level = pruning_kwargs(model, mode, level).values()
+    per_level = levels > 0 and mode is None
     matrices: dict[tuple[str, int], ConfusionMatrix] = {}
 
     loader = DataLoader(
@@ -116,9 +156,6 @@ def evaluate(
         for native_size, group in groups.items():
             images = torch.stack([it["image"] for it in group]).to(device)
             target = torch.stack([it["mask"] for it in group]).to(device)
-            work_size = tuple(input_size) if input_size else tuple(images.shape[-2:])
-            if tuple(images.shape[-2:]) != work_size:
-                images = F.interpolate(images, size=work_size, mode="bilinear", antialias=True)
             if precision == "bf16":
                 images = images.contiguous(memory_format=torch.channels_last)
             with runtime.autocast(device, precision):
@@ -141,7 +178,7 @@ def evaluate(
         done = total
 
     if per_level:
-        default_key = ("accurate", getattr(model, "num_levels", 4))
+        default_key = ("accurate", levels)
     else:
         default_key = next(iter(matrices)) if matrices else ("default", 0)
     if default_key not in matrices:
@@ -154,7 +191,7 @@ def evaluate(
                 for (mm, k), cm in sorted(matrices.items())
                 if mm == m
             }
-            for m in MODES
+            for m in INFERENCE_MODES
         }
     if mode is not None:
         result["mode"], result["level"] = mode, level

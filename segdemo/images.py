@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import BinaryIO
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -81,3 +82,28 @@ def load_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
     if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageError(f"{name} has no pixels")
     return arr
+
+
+def resize_interpolation(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> int:
+    """The OpenCV interpolation of segdemo's one resize policy for photos.
+
+    Pixel-area averaging (``INTER_AREA``, antialiased) when the output is smaller than the
+    input in either dimension, bilinear (``INTER_LINEAR``) otherwise: the rule of
+    albumentations' ``area_for_downscale="image"``, which the training transforms use, so
+    training, evaluation, ``predict`` and the app see the same pixels.
+    """
+    downscale = target_hw[0] < source_hw[0] or target_hw[1] < source_hw[1]
+    return cv2.INTER_AREA if downscale else cv2.INTER_LINEAR
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a whole ``(H, W, 3)`` uint8 photo to ``size = (height, width)`` (no crop).
+
+    The same function and arguments as the training pipeline's resize, so a photo reaches
+    a model exactly as the training images did (see :func:`resize_interpolation`).
+    """
+    height, width = (int(s) for s in size)
+    if image.shape[:2] == (height, width):
+        return image
+    interpolation = resize_interpolation(image.shape[:2], (height, width))
+    return cv2.resize(image, (width, height), interpolation=interpolation)

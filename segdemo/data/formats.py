@@ -191,10 +191,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         except ValueError as exc:
             if self.on_error == "raise":
                 raise
-            path = self.item_path(index % len(self))
-            if path not in self._broken:
-                self._broken[path] = str(exc.__cause__ or exc)
-                log.warning("skipping %s", exc)
+            self.mark_unreadable(index, exc)
             return None  # dropped by segdemo.data.collate_fn
         if self._transform is not None:
             self._seed_transform()
@@ -202,6 +199,13 @@ class SegmentationDataset(torch.utils.data.Dataset):
             image, mask = out["image"], out["mask"]
         image_t, mask_t = to_tensors(image, mask, **self.normalization)
         return {"image": image_t, "mask": mask_t, "path": self.item_path(index % len(self))}
+
+    def mark_unreadable(self, index: int, exc: Exception) -> None:
+        """Note that item ``index`` could not be read (listed once in :attr:`problems`)."""
+        path = self.item_path(index % len(self))
+        if path not in self._broken:
+            self._broken[path] = str(exc.__cause__ or exc)
+            log.warning("skipping %s", exc)
 
     def __repr__(self) -> str:
         return (

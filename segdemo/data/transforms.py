@@ -36,6 +36,10 @@ def build_transform(size: Sequence[int] | None, augment: bool) -> A.Compose | No
     (aspect ratio within 3:4..4:3 of the target's) resized to ``size``, and a mild colour
     jitter. Without ``size`` the crop is skipped (items keep their native size). Evaluation:
     a plain resize to ``size``, or nothing. Masks are always resized nearest-neighbour.
+
+    Photos follow segdemo's one resize policy (``segdemo.images.resize_interpolation``):
+    pixel-area averaging when shrinking, bilinear when enlarging, so a model sees the same
+    pixels in training as in evaluation, ``predict`` and the app.
     """
     if size is not None:
         height, width = (int(s) for s in size)
@@ -51,6 +55,7 @@ def build_transform(size: Sequence[int] | None, augment: bool) -> A.Compose | No
                     ratio=(aspect * 3 / 4, aspect * 4 / 3),
                     interpolation=cv2.INTER_LINEAR,
                     mask_interpolation=cv2.INTER_NEAREST_EXACT,
+                    area_for_downscale="image",
                     p=1.0,
                 )
             )
@@ -62,6 +67,7 @@ def build_transform(size: Sequence[int] | None, augment: bool) -> A.Compose | No
                 width,
                 interpolation=cv2.INTER_LINEAR,
                 mask_interpolation=cv2.INTER_NEAREST_EXACT,
+                area_for_downscale="image",
             )
         )
     return A.Compose(steps) if steps else None
