@@ -222,7 +222,8 @@ def test_new_run_id_is_unique(tmp_path):
 
 
 def test_train_arguments_round_trip_through_the_cli():
-    from segdemo.cli import _train_config_values, build_parser
+    from segdemo.cli import build_parser
+    from segdemo.cli.train import _train_config_values
 
     config = TrainConfig(
         data="synthetic",
