@@ -57,3 +57,62 @@ def legend_image(entries: list[dict], width: int = 220, row: int = 20) -> np.nda
         draw.rectangle([4, y + 3, 4 + row - 6, y + row - 3], fill=e["color"], outline="black")
         draw.text((row + 6, y + 4), f"{e['name']} {100 * e['fraction']:.1f}%", fill="black")
     return np.asarray(img)
+
+
+# --------------------------------------------------------------------------- error maps
+
+# Colours of the error maps (RGB): correct, ignored, and the two-model comparison.
+CORRECT_COLOR = (40, 40, 40)
+IGNORED_COLOR = (255, 255, 255)
+ONLY_A_COLOR = (0, 158, 115)  # bluish green: only model A is right
+ONLY_B_COLOR = (230, 159, 0)  # orange: only model B is right
+BOTH_COLOR = (40, 40, 40)  # both right: dark, out of the way
+NEITHER_COLOR = (213, 0, 50)  # both wrong
+
+ERROR_MAP_LEGEND = {"correct": CORRECT_COLOR, "ignored (no label)": IGNORED_COLOR}
+COMPARISON_LEGEND = {
+    "only A right": ONLY_A_COLOR,
+    "only B right": ONLY_B_COLOR,
+    "both right": BOTH_COLOR,
+    "both wrong": NEITHER_COLOR,
+    "ignored (no label)": IGNORED_COLOR,
+}
+
+
+def _check_same_shape(*masks: np.ndarray) -> None:
+    shapes = {np.asarray(m).shape for m in masks}
+    if len(shapes) != 1:
+        raise ValueError(f"masks differ in shape: {sorted(shapes)}")
+
+
+def error_map(prediction: np.ndarray, truth: np.ndarray, label_set) -> np.ndarray:
+    """Where one model is right and wrong, as RGB ``(H, W, 3)`` uint8.
+
+    Correct pixels are dark grey, pixels without a label (``ignore_index``) white, and a
+    wrong pixel takes the colour of the class the model *predicted* there, so the map
+    shows what the mistakes were (a pole called "building" shows in building grey).
+    """
+    _check_same_shape(prediction, truth)
+    truth = np.asarray(truth)
+    out = colorize(prediction, label_set)
+    out[np.asarray(prediction) == truth] = CORRECT_COLOR
+    out[truth == label_set.ignore_index] = IGNORED_COLOR
+    return out
+
+
+def comparison_map(
+    prediction_a: np.ndarray, prediction_b: np.ndarray, truth: np.ndarray, label_set
+) -> np.ndarray:
+    """Where only A is right, only B is right, both or neither: RGB ``(H, W, 3)`` uint8,
+    in the colours of ``COMPARISON_LEGEND``."""
+    _check_same_shape(prediction_a, prediction_b, truth)
+    truth = np.asarray(truth)
+    right_a = np.asarray(prediction_a) == truth
+    right_b = np.asarray(prediction_b) == truth
+    out = np.empty((*truth.shape, 3), dtype=np.uint8)
+    out[right_a & right_b] = BOTH_COLOR
+    out[right_a & ~right_b] = ONLY_A_COLOR
+    out[~right_a & right_b] = ONLY_B_COLOR
+    out[~right_a & ~right_b] = NEITHER_COLOR
+    out[truth == label_set.ignore_index] = IGNORED_COLOR
+    return out

@@ -75,3 +75,27 @@ def test_reads_from_a_path(tmp_path):
     path = tmp_path / "a.png"
     Image.new("RGB", (3, 2)).save(path)
     assert load_image(path).shape == (2, 3, 3)
+
+
+def test_error_maps_equal_their_definition_on_a_hand_made_case():
+    from segdemo import viz
+    from segdemo.labels import get_label_set
+
+    labels = get_label_set("cityscapes19")
+    truth = np.array([[0, 1], [2, 255]])
+    model_a = np.array([[0, 1], [13, 5]])  # wrong at (1, 0): called car (13)
+    model_b = np.array([[0, 2], [2, 5]])  # wrong at (0, 1): called building (2)
+    errors = viz.error_map(model_a, truth, labels)
+    assert errors[0, 0].tolist() == list(viz.CORRECT_COLOR)
+    assert errors[0, 1].tolist() == list(viz.CORRECT_COLOR)
+    assert errors[1, 0].tolist() == list(labels.colors[13])  # the predicted class's colour
+    assert errors[1, 1].tolist() == list(viz.IGNORED_COLOR)
+    both = viz.comparison_map(model_a, model_b, truth, labels)
+    assert both[0, 0].tolist() == list(viz.BOTH_COLOR)
+    assert both[0, 1].tolist() == list(viz.ONLY_A_COLOR)
+    assert both[1, 0].tolist() == list(viz.ONLY_B_COLOR)
+    assert both[1, 1].tolist() == list(viz.IGNORED_COLOR)
+    neither = viz.comparison_map(model_b, model_a, np.array([[9, 1], [2, 255]]), labels)
+    assert neither[0, 0].tolist() == list(viz.NEITHER_COLOR)
+    with pytest.raises(ValueError, match="differ in shape"):
+        viz.error_map(model_a, truth[:1], labels)
