@@ -186,8 +186,9 @@ def read_progress(run_dir: str | Path) -> list[Event]:
 class _StopFlag:
     """Set by SIGINT/SIGTERM or a STOP file; checked after every step."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, extra_files: Iterable[Path] = ()) -> None:
         self.stop_file = run_dir / "STOP"
+        self.extra_files = [Path(p) for p in extra_files]
         self.signalled: str | None = None
         self._previous: dict[int, Any] = {}
 
@@ -209,6 +210,9 @@ class _StopFlag:
             return self.signalled
         if self.stop_file.exists():
             return "STOP file"
+        for path in self.extra_files:
+            if path.exists():
+                return f"STOP file {path}"
         return None
 
 
@@ -314,9 +318,15 @@ class _HeadsForDDP(torch.nn.Module):
 
 
 def fit(
-    config: TrainConfig, callbacks: Iterable[Callback] = (), resume: bool = False
+    config: TrainConfig,
+    callbacks: Iterable[Callback] = (),
+    resume: bool = False,
+    stop_files: Iterable[str | Path] = (),
 ) -> dict[str, Any]:
     """Train ``config.model`` on ``config.data``; write checkpoints and progress to ``config.out``.
+
+    ``stop_files``: besides ``<out>/STOP``, files whose appearance also stops the run (a
+    study's own STOP file).
 
     Returns:
         A summary: status (``finished`` or ``stopped``), steps, epochs, best and last metrics,
@@ -490,7 +500,7 @@ def fit(
                 path, model, meta, train_tensors=train_tensors if with_optimizer else None
             )
 
-    stop = _StopFlag(out)
+    stop = _StopFlag(out, stop_files)
     if resumed is not None and dist_info.is_main:
         # The STOP file that ended the previous attempt must not end this one.
         stop.stop_file.unlink(missing_ok=True)

@@ -114,6 +114,47 @@ def cmd_train(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- study
+
+
+def cmd_study(args) -> int:
+    from segdemo.study import load_study, run_study
+
+    study = load_study(args.study)
+    if args.report:
+        from segdemo.study_report import write_study_report
+
+        report = write_study_report(
+            study, args.out, args.report, data=args.data, max_items=args.max_items
+        )
+        print(f"wrote {report['written']} to {args.report}")
+        return 0
+    if not args.data:
+        raise ValueError("training a study needs --data (the dataset folder)")
+    callbacks = [] if args.quiet else [_ConsoleProgress()]
+    result = run_study(study, args.data, args.out, callbacks=callbacks)
+    done = sum(run["state"] == "finished" for run in result["runs"])
+    print(f"study {study.name}: {result['status']}, {done}/{len(result['runs'])} runs finished")
+    return 0
+
+
+def add_study_parser(sub) -> None:
+    st = sub.add_parser(
+        "study",
+        help="train every model x seed of a study file, or report on its finished runs",
+        description="Train every (model, seed) of a study (TOML) one at a time, skipping "
+        "finished runs and resuming stopped ones; with --report, evaluate the finished runs "
+        "on the val split and write tables, figures and study.json.",
+    )
+    st.add_argument("study", help="study file, e.g. studies/unet_vs_unetpp.toml")
+    st.add_argument("--data", help="dataset folder (default for --report: each run's own)")
+    st.add_argument("--out", required=True, help="folder of the study's runs")
+    st.add_argument("--report", metavar="DIR", help="write the report to DIR instead of training")
+    st.add_argument("--max-items", type=int, help="--report: evaluate on the first N val images")
+    st.add_argument("--quiet", action="store_true", help="no progress bar")
+    st.set_defaults(func=cmd_study)
+
+
 def add_parsers(sub) -> None:
     train = sub.add_parser(
         "train",
@@ -155,3 +196,4 @@ def add_parsers(sub) -> None:
     train.add_argument("--synthetic-length", type=int, help="images in the synthetic train split")
     train.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
     train.set_defaults(func=cmd_train)
+    add_study_parser(sub)

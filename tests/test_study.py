@@ -1,0 +1,111 @@
+"""Studies: every (model, seed) trained as an ordinary run, resumable after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from segdemo.models import create_model
+from segdemo.models.registry import count_parameters
+from segdemo.study import load_study, run_state
+from segdemo.train import read_progress
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_STUDY = """
+name = "tiny"
+seeds = [0, 1]
+reference = "unet"
+
+[train]
+data_options = { length = 16 }
+size = [32, 32]
+batch_size = 4
+epochs = 3
+lr = 3e-3
+warmup_steps = 0
+workers = 0
+log_every = 1
+val_max_items = 4
+precision = "fp32"
+
+[[models]]
+name = "unet"
+model = "unet"
+kwargs = { base_width = 4 }
+
+[[models]]
+name = "unetpp"
+model = "unetpp"
+kwargs = { base_width = 4, deep_supervision = true }
+"""
+
+
+def _starts(run_dir: Path) -> list[dict]:
+    return [e for e in read_progress(run_dir) if e["event"] == "start"]
+
+
+@pytest.mark.slow
+def test_a_study_resumes_after_a_kill_without_redoing_finished_runs(tmp_path):
+    study_file = tmp_path / "tiny.toml"
+    study_file.write_text(TINY_STUDY)
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "segdemo", "study", str(study_file), "--data", "synthetic",
+               "--out", str(out), "--quiet"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    first, second = out / "unet" / "0", out / "unetpp" / "0"
+    process = subprocess.Popen(command, cwd=tmp_path, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        # Kill the study once the second run has a checkpoint and is training on.
+        while not any(e["event"] == "epoch" for e in read_progress(second)):
+            assert process.poll() is None, "the study ended before its second run trained"
+            assert time.monotonic() < deadline, "the second run never reached an epoch"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert run_state(first) == "finished"
+    assert run_state(second) == "started"
+    subprocess.run(command, cwd=tmp_path, env=env, check=True, timeout=600)
+    study = load_study(study_file)
+    for model, seed in study.runs():
+        assert run_state(study.run_dir(out, model.name, seed)) == "finished"
+    assert len(_starts(first)) == 1  # not redone
+    resumed = _starts(second)
+    assert len(resumed) == 2 and resumed[1]["resumed"] and resumed[1]["step"] > 0
+
+
+def test_study_files_are_checked_and_build_one_config_per_run(tmp_path):
+    study = load_study(REPO / "studies" / "unet_vs_unetpp.toml")
+    configs = [study.config("DATA", tmp_path, m, s) for m, s in study.runs()]
+    assert len(configs) == len(study.models) * len(study.seeds) >= 12
+    shared = {(c.size, c.epochs, c.lr, c.loss, c.schedule, c.augment, c.label_set) for c in configs}
+    assert len(shared) == 1  # every run trained the same way
+    assert {c.seed for c in configs} == set(study.seeds)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TINY_STUDY.replace("epochs = 3", "epochs = 3\nseed = 5"))
+    with pytest.raises(ValueError, match="cannot set seed"):
+        load_study(bad)
+    bad.write_text(TINY_STUDY.replace("base_width = 4 }", "bogus = 4 }", 1))
+    with pytest.raises(ValueError, match="does not take"):
+        load_study(bad)
+
+
+def test_the_wide_unet_of_study_1_has_as_many_parameters_as_the_unetpp():
+    study = load_study(REPO / "studies" / "unet_vs_unetpp.toml")
+    models = {m.name: m for m in study.models}
+    params = {
+        name: count_parameters(create_model(models[name].model, 19, **models[name].kwargs))
+        for name in ("unet", "unet_wide", "unetpp")
+    }
+    assert abs(params["unet_wide"] - params["unetpp"]) / params["unetpp"] < 0.05
+    assert params["unet"] < 0.9 * params["unetpp"]  # the plain U-Net is the smaller one
