@@ -1,16 +1,52 @@
-"""Segmentation metrics over an accumulated confusion matrix.
+"""Segmentation metrics from confusion matrices, with the Cityscapes definition of mIoU.
 
-The confusion matrix is accumulated over a whole split (ignored pixels excluded); the
-per-class formulas (IoU, precision, recall) come from ``smp.metrics`` applied to the
-true/false positive/negative counts read off that matrix.
+A confusion matrix counts ``matrix[true, pred]`` over every pixel whose ground truth is not
+``ignore_index``. The per-class formulas (IoU, precision, recall) come from
+``smp.metrics`` applied to the true/false positive/negative counts read off that matrix.
+
+mIoU follows cityscapesScripts (``evalPixelLevelSemanticLabeling``): the IoU of a class is
+``TP / (TP + FP + FN)``; a class with neither ground-truth nor predicted pixels has no IoU
+and is left out of the mean, while a class with no ground-truth pixels but false positives
+scores 0 and counts. The classes that entered the mean are reported as ``counted_classes``.
+
+Every function takes a single matrix ``(C, C)`` or a stack ``(..., C, C)`` (one per image,
+or one per bootstrap resample), so that per-image and resampled scores share one formula.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import segmentation_models_pytorch as smp
 import torch
+
+
+def confusion_per_image(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = 255
+) -> torch.Tensor:
+    """One confusion matrix per image, in one ``bincount``.
+
+    Shape:
+        ``pred``, ``target``: integer ``(N, H, W)`` -> ``(N, C, C)`` int64, rows = ground
+        truth, columns = prediction; pixels whose target is ``ignore_index`` are skipped.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
+    if target.ndim != 3:
+        raise ValueError(f"expected (N, H, W) masks, got shape {tuple(target.shape)}")
+    n = target.shape[0]
+    target = target.to(torch.int64)
+    valid = target != ignore_index
+    t = target[valid]
+    if t.numel() and (int(t.max()) >= num_classes or int(t.min()) < 0):
+        bad = int(t.max()) if int(t.max()) >= num_classes else int(t.min())
+        raise ValueError(f"target holds class {bad} but the label set has {num_classes}")
+    p = pred.to(torch.int64)[valid]
+    image = torch.arange(n, device=target.device).view(n, 1, 1).expand_as(target)[valid]
+    flat = (image * num_classes + t) * num_classes + p
+    counts = torch.bincount(flat, minlength=n * num_classes**2)
+    return counts.view(n, num_classes, num_classes)
 
 
 class ConfusionMatrix:
@@ -24,69 +60,90 @@ class ConfusionMatrix:
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch. Shape: ``pred`` and ``target`` are integer ``(N, H, W)``."""
-        if pred.shape != target.shape:
-            raise ValueError(
-                f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}"
-            )
-        valid = target != self.ignore_index
-        t = target[valid].to(self.matrix.device, torch.int64)
-        p = pred[valid].to(self.matrix.device, torch.int64)
-        if t.numel() and (int(t.max()) >= self.num_classes or int(t.min()) < 0):
-            raise ValueError(
-                f"target holds class {int(t.max())} but the label set has {self.num_classes}"
-            )
-        idx = t * self.num_classes + p
-        self.matrix += torch.bincount(idx, minlength=self.num_classes**2).view(
-            self.num_classes, self.num_classes
-        )
-
-    def merge(self, other: ConfusionMatrix) -> None:
-        self.matrix += other.matrix.to(self.matrix.device)
+        per_image = confusion_per_image(pred, target, self.num_classes, self.ignore_index)
+        self.matrix += per_image.sum(0).to(self.matrix.device)
 
     def compute(self, class_names: list[str] | None = None) -> dict:
-        """Metrics as plain Python values (JSON-able).
-
-        Returns:
-            ``miou`` (mean IoU over classes with ground-truth pixels), ``pixel_accuracy``,
-            ``per_class_iou`` / ``per_class_precision`` / ``per_class_recall`` (name -> value,
-            ``None`` for a class with no ground-truth pixels), ``confusion_matrix`` (rows =
-            ground truth) and ``present_classes``.
-        """
+        """Metrics as plain Python values (JSON-able); see :func:`metrics_from_confusion`."""
         return metrics_from_confusion(self.matrix, class_names)
 
 
-def metrics_from_confusion(matrix: torch.Tensor, class_names: list[str] | None = None) -> dict:
-    matrix = matrix.to("cpu", torch.int64)
-    num_classes = matrix.shape[0]
-    names = class_names or [str(i) for i in range(num_classes)]
-    tp = matrix.diag()
-    fp = matrix.sum(0) - tp
-    fn = matrix.sum(1) - tp
-    tn = matrix.sum() - tp - fp - fn
-    # smp.metrics expects (batch, classes) statistics; one "image" holds the whole split.
-    stats = [s.unsqueeze(0) for s in (tp, fp, fn, tn)]
-    iou = smp.metrics.iou_score(*stats, reduction="none", zero_division=math.nan)[0]
-    # A present class that is never predicted has precision 0, not "undefined".
-    precision = smp.metrics.precision(*stats, reduction="none", zero_division=0.0)[0]
-    recall = smp.metrics.recall(*stats, reduction="none", zero_division=math.nan)[0]
-    present = (tp + fn) > 0
-    total = int(matrix.sum())
-    pixel_accuracy = float(tp.sum()) / total if total else math.nan
+def _counts(matrix: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """TP, FP, FN, TN per class. Shape: ``(..., C, C)`` -> four ``(..., C)``."""
+    tp = matrix.diagonal(dim1=-2, dim2=-1)
+    fp = matrix.sum(-2) - tp
+    fn = matrix.sum(-1) - tp
+    tn = matrix.sum((-2, -1)).unsqueeze(-1) - tp - fp - fn
+    return tp, fp, fn, tn
 
-    def per_class(values: torch.Tensor) -> dict[str, float | None]:
+
+def _as_tensor(matrix) -> torch.Tensor:
+    if isinstance(matrix, np.ndarray):
+        return torch.from_numpy(matrix)
+    return torch.as_tensor(matrix)
+
+
+def class_iou(matrix: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """IoU per class, NaN for a class absent from both ground truth and prediction.
+
+    Shape: ``(..., C, C)`` -> ``(..., C)`` float64.
+    """
+    tp, fp, fn, tn = _counts(_as_tensor(matrix).to(torch.float64))
+    return smp.metrics.iou_score(tp, fp, fn, tn, reduction="none", zero_division=math.nan)
+
+
+def mean_iou(iou: torch.Tensor) -> torch.Tensor:
+    """Mean over the counted (non-NaN) classes; NaN where no class counts.
+
+    Shape: ``(..., C)`` -> ``(...)``.
+    """
+    return iou.nanmean(-1)
+
+
+def pixel_accuracy(matrix: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Correct pixels over labelled pixels; NaN without labelled pixels.
+
+    Shape: ``(..., C, C)`` -> ``(...)`` float64.
+    """
+    m = _as_tensor(matrix).to(torch.float64)
+    return m.diagonal(dim1=-2, dim2=-1).sum(-1) / m.sum((-2, -1))
+
+
+def metrics_from_confusion(matrix: torch.Tensor, class_names: list[str] | None = None) -> dict:
+    """Metrics of one accumulated confusion matrix, as plain Python values (JSON-able).
+
+    Returns:
+        ``miou`` (Cityscapes definition, see the module docstring), ``pixel_accuracy``,
+        ``per_class_iou`` / ``per_class_precision`` (name -> value, ``None`` for a class
+        absent from both ground truth and prediction), ``per_class_recall`` (``None`` for a
+        class without ground-truth pixels), ``counted_classes`` (the classes in the mean),
+        ``confusion_matrix`` (rows = ground truth) and ``pixels`` (labelled pixels).
+    """
+    matrix = _as_tensor(matrix).to("cpu", torch.int64)
+    num_classes = matrix.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if len(names) != num_classes:
+        raise ValueError(f"{len(names)} class names for a {num_classes}x{num_classes} matrix")
+    tp, fp, fn, tn = (s.unsqueeze(0) for s in _counts(matrix))
+    iou = class_iou(matrix)
+    # A class that is predicted or present has precision 0 when it is never right.
+    precision = smp.metrics.precision(tp, fp, fn, tn, reduction="none", zero_division=0.0)[0]
+    recall = smp.metrics.recall(tp, fp, fn, tn, reduction="none", zero_division=math.nan)[0]
+    counted = ~iou.isnan()
+    present = (tp + fn)[0] > 0
+
+    def per_class(values: torch.Tensor, defined: torch.Tensor) -> dict[str, float | None]:
         return {
-            name: (float(v) if bool(present[i]) and not math.isnan(float(v)) else None)
-            for i, (name, v) in enumerate(zip(names, values, strict=True))
+            name: (float(values[i]) if bool(defined[i]) else None) for i, name in enumerate(names)
         }
 
-    miou = float(iou[present].nan_to_num(0.0).mean()) if bool(present.any()) else math.nan
     return {
-        "miou": miou,
-        "pixel_accuracy": pixel_accuracy,
-        "per_class_iou": per_class(iou),
-        "per_class_precision": per_class(precision),
-        "per_class_recall": per_class(recall),
-        "present_classes": [names[i] for i in range(num_classes) if bool(present[i])],
+        "miou": float(mean_iou(iou)) if bool(counted.any()) else math.nan,
+        "pixel_accuracy": float(pixel_accuracy(matrix)),
+        "per_class_iou": per_class(iou, counted),
+        "per_class_precision": per_class(precision, counted),
+        "per_class_recall": per_class(recall, present),
+        "counted_classes": [names[i] for i in range(num_classes) if bool(counted[i])],
         "confusion_matrix": matrix.tolist(),
-        "pixels": total,
+        "pixels": int(matrix.sum()),
     }

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from segdemo.losses import CHUNK_PIXELS, SegmentationLoss
-from segdemo.metrics import ConfusionMatrix
+from segdemo.metrics import ConfusionMatrix, confusion_per_image
 
 
 def test_confusion_matrix_matches_hand_computed_case():
@@ -29,15 +29,79 @@ def test_confusion_matrix_matches_hand_computed_case():
     assert m["pixels"] == 7
 
 
-def test_miou_averages_only_classes_present_in_ground_truth():
+def test_miou_counts_false_positive_classes_and_skips_absent_ones():
+    # Cityscapes definition: b has no ground truth but one false positive -> IoU 0, counted;
+    # c is in neither ground truth nor prediction -> no IoU, left out of the mean.
     target = torch.zeros(1, 2, 2, dtype=torch.long)
     pred = torch.tensor([[[0, 0], [0, 1]]])
     cm = ConfusionMatrix(3)
     cm.update(pred, target)
     m = cm.compute(["a", "b", "c"])
-    assert m["per_class_iou"]["b"] is None and m["per_class_iou"]["c"] is None
-    assert m["miou"] == pytest.approx(3 / 4)
-    assert m["present_classes"] == ["a"]
+    assert m["per_class_iou"] == {"a": pytest.approx(3 / 4), "b": 0.0, "c": None}
+    assert m["miou"] == pytest.approx((3 / 4 + 0.0) / 2)
+    assert m["counted_classes"] == ["a", "b"]
+    assert m["per_class_precision"]["b"] == 0.0 and m["per_class_recall"]["b"] is None
+
+
+def test_confusion_per_image_sums_to_the_accumulated_matrix():
+    target = torch.tensor([[[0, 1], [255, 2]], [[2, 2], [1, 255]]])
+    pred = torch.tensor([[[0, 2], [1, 2]], [[2, 0], [1, 1]]])
+    per_image = confusion_per_image(pred, target, 3)
+    assert per_image[0].tolist() == [[1, 0, 0], [0, 0, 1], [0, 0, 1]]
+    assert per_image[1].tolist() == [[0, 0, 0], [0, 1, 0], [1, 0, 1]]
+    cm = ConfusionMatrix(3)
+    cm.update(pred, target)
+    assert torch.equal(cm.matrix, per_image.sum(0))
+
+
+def test_miou_equals_cityscapes_scripts_on_generated_label_images(tmp_path):
+    """Our metrics against cityscapesScripts' own evaluation of the same label-id PNGs."""
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as cs
+    from cityscapesscripts.helpers.labels import labels as cs_labels
+    from PIL import Image
+
+    from segdemo.labels import get_label_set
+
+    label_set = get_label_set("cityscapes19")
+    train_to_id = {label.trainId: label.id for label in cs_labels if 0 <= label.trainId < 255}
+    void_ids = [label.id for label in cs_labels if label.ignoreInEval and label.id >= 0]
+    rng = np.random.default_rng(0)
+    # Ground truth: road, car, person and void pixels; predictions: mostly right, some car
+    # called bus (no bus in the ground truth: IoU 0, counted), never train (not counted).
+    gt_train = [0, 13, 11]  # road, car, person
+    predictions, truths, ours = [], [], ConfusionMatrix(label_set.num_classes)
+    for k in range(3):
+        truth_train = rng.choice(gt_train, size=(6, 10))
+        pred_train = np.where(
+            rng.random((6, 10)) < 0.7, truth_train, rng.choice([0, 13, 15], (6, 10))
+        )
+        truth_ids = np.vectorize(train_to_id.get)(truth_train).astype(np.uint8)
+        void = rng.random((6, 10)) < 0.15
+        truth_ids[void] = rng.choice(void_ids, size=int(void.sum()))
+        pred_ids = np.vectorize(train_to_id.get)(pred_train).astype(np.uint8)
+        truths.append(str(tmp_path / f"frame{k}_gtFine_labelIds.png"))
+        predictions.append(str(tmp_path / f"frame{k}_pred.png"))
+        Image.fromarray(truth_ids).save(truths[-1])
+        Image.fromarray(pred_ids).save(predictions[-1])
+        target = torch.from_numpy(label_set.from_label_ids(truth_ids).astype(np.int64))
+        ours.update(torch.from_numpy(pred_train)[None], target[None])
+
+    args = cs.CArgs()
+    args.evalInstLevelScore = False
+    args.evalPixelAccuracy = False
+    args.JSONOutput = False
+    args.quiet = True
+    reference = cs.evaluateImgLists(predictions, truths, args)
+
+    m = ours.compute(list(label_set.names))
+    for name in label_set.names:
+        expected = reference["classScores"][name]
+        assert (m["per_class_iou"][name] is None) == math.isnan(expected), name
+        if not math.isnan(expected):
+            assert m["per_class_iou"][name] == pytest.approx(expected), name
+    assert m["per_class_iou"]["bus"] == 0.0 and m["per_class_iou"]["train"] is None
+    assert m["counted_classes"] == ["road", "person", "car", "bus"]
+    assert m["miou"] == pytest.approx(reference["averageScoreClasses"])
 
 
 def test_confusion_matrix_rejects_labels_outside_the_label_set():
