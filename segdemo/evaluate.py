@@ -1,16 +1,22 @@
-"""Honest evaluation: metrics at the labels' native resolution over a whole split.
+"""Honest evaluation: metrics at the labels' native resolution, image by image.
 
 Images are resized to the model's working size, the logits are scaled back to the size
-of the ground-truth mask, and a confusion matrix is accumulated over every pixel that is
-not ignored. For a U-Net++ with deep supervision one full forward pass yields every
-(mode, level) prediction: the network pruned at level k outputs exactly head k of the full
-network, and the accurate mode at level k averages the softmax of heads 1..k.
+of the ground-truth mask, and a confusion matrix is kept for every image over every pixel
+that is not ignored (:class:`Evaluation`). The split's metrics come from the sum of those
+matrices (``segdemo.metrics``: the Cityscapes mIoU), their 95% intervals from resampling
+the images (``segdemo.stats``), and two models scored on the same images are compared on
+the same resamples (:func:`compare_evaluations`, :func:`compare_checkpoints`).
+
+For a U-Net++ with deep supervision one full forward pass yields every (mode, level)
+prediction: the network pruned at level k outputs exactly head k of the full network, and
+the accurate mode at level k averages the softmax of heads 1..k.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +26,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from segdemo import runtime
+from segdemo import runtime, stats
 from segdemo.inference import preprocess, pruning_kwargs
-from segdemo.metrics import ConfusionMatrix
-from segdemo.models.registry import INFERENCE_MODES, pruning_levels
+from segdemo.metrics import confusion_per_image, metrics_from_confusion
+from segdemo.models.registry import (
+    INFERENCE_MODES,
+    forward_kwargs,
+    inference_settings,
+    pruning_levels,
+)
 
 
 def _list_collate(items):
@@ -69,11 +80,167 @@ class _EvalItems(torch.utils.data.Dataset):
             "image": preprocess(image, self.input_size, self.dataset.normalization)[0],
             "mask": torch.from_numpy(mask.astype(np.int64)),
             "path": self.dataset.item_path(index),
+            "position": i,
         }
 
 
-def _predictions(model, images: torch.Tensor, per_level: bool, mode, level) -> dict:
-    """Argmax predictions keyed by ``(mode, level)``; ``("default", 0)`` for plain models."""
+Setting = tuple[str | None, int | None]
+"""A U-Net++ ``(mode, level)``, or ``(None, None)`` for a model without pruning levels."""
+
+
+def setting_name(setting: Setting) -> str:
+    """``("fast", 3)`` -> ``"fast L3"``; ``""`` for a model without pruning levels."""
+    mode, level = setting
+    return "" if mode is None else f"{mode} L{level}"
+
+
+def checkpoint_name(path: str | Path) -> str:
+    """A short name for a checkpoint: its stem, or its run folder's name for a run's
+    ``best``/``last`` file."""
+    path = Path(path)
+    return path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem
+
+
+@dataclass
+class Evaluation:
+    """One pass of a model over a dataset: a confusion matrix per image for every setting.
+
+    Attributes:
+        class_names: the label set's ``C`` class names.
+        indices: each evaluated image's position in the evaluated dataset (an unreadable
+            image is skipped, so positions can have gaps).
+        paths: each evaluated image's file.
+        confusion: setting -> ``(images, C, C)`` int32 pixel counts, rows = ground truth.
+        default: the setting of the headline numbers (accurate at the deepest level for a
+            U-Net++ scored at every setting).
+        eval_time_s: wall time of the pass.
+        info: where the numbers come from (``checkpoint``, ``model``, ``dataset``), for
+            checkpoints.
+    """
+
+    class_names: list[str]
+    indices: list[int]
+    paths: list[str]
+    confusion: dict[Setting, np.ndarray]
+    default: Setting
+    eval_time_s: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def images(self) -> int:
+        return len(self.paths)
+
+    @property
+    def settings(self) -> list[Setting]:
+        return list(self.confusion)
+
+    def resolve(self, mode: str | None = None, level: int | None = None) -> Setting:
+        """The setting ``(mode, level)`` names: ``None`` for both is the default; a mode
+        alone means its deepest level. Raises ValueError for a setting not evaluated."""
+        if mode is None and level is None:
+            return self.default
+        levels = [k for m, k in self.confusion if m is not None]
+        if not levels:
+            raise ValueError(f"{self.info.get('model', 'this model')} has no pruning levels")
+        setting = (mode or self.default[0], level or max(levels))
+        if setting not in self.confusion:
+            known = ", ".join(setting_name(s) for s in self.confusion)
+            raise ValueError(f"{setting_name(setting)} was not evaluated; evaluated: {known}")
+        return setting
+
+    def per_image(self, setting: Setting | None = None) -> np.ndarray:
+        """``(images, C, C)`` confusion matrices of one setting (default: ``default``)."""
+        return self.confusion[self.default if setting is None else setting]
+
+    def metrics(
+        self,
+        setting: Setting | None = None,
+        *,
+        resamples: int = stats.DEFAULT_RESAMPLES,
+        seed: int = stats.DEFAULT_SEED,
+    ) -> dict[str, Any]:
+        """Metrics of one setting over every image (``metrics_from_confusion``) and, when
+        ``resamples`` > 0, their 95% bootstrap intervals (``miou_ci95``,
+        ``pixel_accuracy_ci95``, ``per_class_iou_ci95``)."""
+        per_image = self.per_image(setting)
+        result = metrics_from_confusion(
+            torch.from_numpy(per_image.sum(0, dtype=np.int64)), self.class_names
+        )
+        if resamples:
+            ci = stats.bootstrap_ci(
+                per_image, class_names=self.class_names, resamples=resamples, seed=seed
+            )
+            result.update({k: v for k, v in ci.items() if k.endswith("ci95")})
+        return result
+
+    def image_rows(self, setting: Setting | None = None) -> list[dict[str, Any]]:
+        """One row per image: ``index``, ``path``, ``miou`` and ``pixel_accuracy`` of that
+        image alone (Cityscapes definition over the classes in the image or its
+        prediction; None for an image without labelled pixels)."""
+        scores = stats.per_image_scores(self.per_image(setting))
+        return [
+            {
+                "index": index,
+                "path": path,
+                "miou": _finite(miou),
+                "pixel_accuracy": _finite(accuracy),
+            }
+            for index, path, miou, accuracy in zip(
+                self.indices, self.paths, scores["miou"], scores["pixel_accuracy"], strict=True
+            )
+        ]
+
+    def summary(
+        self,
+        *,
+        resamples: int = stats.DEFAULT_RESAMPLES,
+        seed: int = stats.DEFAULT_SEED,
+        per_image: bool = False,
+    ) -> dict[str, Any]:
+        """Everything as plain values (JSON-able): the default setting's ``metrics`` and,
+        for a U-Net++ scored at every setting, ``per_level[mode][level]`` (``miou``,
+        ``miou_ci95``, ``pixel_accuracy``, ``pixel_accuracy_ci95``, ``per_class_iou``,
+        ``counted_classes``); ``mode``/``level`` when one setting was scored; ``images``,
+        ``eval_time_s``, ``bootstrap`` (resamples and seed), ``info``'s keys and, with
+        ``per_image``, one row per image (``image_rows``)."""
+        result = self.metrics(resamples=resamples, seed=seed)
+        pruned = [s for s in self.confusion if s[0] is not None]
+        if len(pruned) > 1:
+            result["per_level"] = {
+                mode: {
+                    str(level): _compact(
+                        self.metrics((mode, level), resamples=resamples, seed=seed)
+                    )
+                    for m, level in pruned
+                    if m == mode
+                }
+                for mode in INFERENCE_MODES
+            }
+        elif pruned:
+            result["mode"], result["level"] = self.default
+        result["images"] = self.images
+        result["eval_time_s"] = self.eval_time_s
+        if resamples:
+            result["bootstrap"] = {"resamples": resamples, "seed": seed}
+        result.update(self.info)
+        if per_image:
+            result["per_image"] = self.image_rows()
+        return result
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def _compact(metrics: dict) -> dict:
+    keys = ("miou", "miou_ci95", "pixel_accuracy", "pixel_accuracy_ci95", "per_class_iou")
+    return {k: metrics[k] for k in (*keys, "counted_classes") if k in metrics}
+
+
+def _predictions(model, images: torch.Tensor, per_level: bool, setting: Setting) -> dict:
+    """Class scores keyed by setting: every ``(mode, level)`` from one pass over the heads
+    when ``per_level``, else the one ``setting``."""
     if per_level:
         heads = model.forward_heads(images)
         probs = [h.float().softmax(1) for h in heads]
@@ -84,12 +251,21 @@ def _predictions(model, images: torch.Tensor, per_level: bool, mode, level) -> d
             out[("fast", k)] = p
             out[("accurate", k)] = running / k
         return out
-    kwargs = {} if mode is None else {"mode": mode, "level": level}
-    return {(mode or "default", level or 0): model(images, **kwargs).float()}
+    return {setting: model(images, **forward_kwargs(*setting)).float()}
+
+
+def _gather(local: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's per-image results, on every rank. Each rank enters the same one
+    collective, also a rank whose shard is empty (its lists are empty)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [local]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    return gathered
 
 
 @torch.inference_mode()
-def evaluate(
+def evaluate_per_image(
     model: torch.nn.Module,
     dataset,
     *,
@@ -103,23 +279,24 @@ def evaluate(
     max_items: int | None = None,
     distributed: bool = False,
     progress: Callable[[int, int], None] | None = None,
-) -> dict[str, Any]:
-    """Evaluate ``model`` on ``dataset`` (a dataset from ``open_dataset``, any ``size``: items
-    are read at native size with ``read_raw``).
+) -> Evaluation:
+    """Score ``model`` on ``dataset`` (a dataset from ``open_dataset``, any ``size``: items
+    are read at native size with ``read_raw``), keeping one confusion matrix per image.
 
     Args:
         input_size: (H, W) the model works at; ``None`` feeds images at their own size.
             Photos are read as uint8 and prepared by ``inference.preprocess``, exactly as
             ``predict`` and the app prepare them.
-        mode, level: evaluate one U-Net++ setting only. When both are ``None`` and the model
-            supports pruning, the result also holds ``per_level[mode][level]`` for fast and
-            accurate L1..L4, and the top-level numbers are the default (accurate, L4).
-        distributed: shard the split across ``torch.distributed`` ranks and sum the matrices.
-        progress: called with ``(done, total)`` images after every batch.
+        mode, level: score one U-Net++ setting only. When both are ``None`` and the model
+            has pruning levels, every ``(mode, level)`` is scored from one forward pass, and
+            the default is accurate at the deepest level.
+        max_items: score the first N images only.
+        distributed: shard the images across ``torch.distributed`` ranks; every rank gets
+            every image's matrices back (ranks with no images included).
+        progress: called with ``(done, total)`` images of this rank after every batch.
 
     Returns:
-        ``miou``, ``pixel_accuracy``, ``per_class_iou`` (name -> IoU), precision, recall,
-        ``confusion_matrix``, ``images``, ``eval_time_s`` and, for U-Net++, ``per_level``.
+        An :class:`Evaluation`.
     """
     start = time.perf_counter()
     device = runtime.resolve_device(device)
@@ -129,90 +306,110 @@ def evaluate(
     if max_items is not None:
         dataset = Subset(dataset, range(min(max_items, len(dataset))))
     total = len(dataset)
+    rank, world = 0, 1
     if distributed and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
         dataset = Subset(dataset, range(rank, total, world))
-    dataset = _EvalItems(dataset, input_size)
+    items = _EvalItems(dataset, input_size)
 
     was_training = model.training
     model.eval()
     levels = pruning_levels(model)
+    setting: Setting = (None, None)
     if mode is not None or level is not None:
         if not levels:
             raise ValueError(f"{getattr(model, 'model_name', 'this model')} has no pruning levels")
-        mode, level = pruning_kwargs(model, mode, level).values()
-    per_level = levels > 0 and mode is None
-    matrices: dict[tuple[str, int], ConfusionMatrix] = {}
+        kwargs = pruning_kwargs(model, mode, level)
+        setting = (kwargs["mode"], kwargs["level"])
+    per_level = levels > 0 and setting == (None, None)
 
-    loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=_list_collate
-    )
+    local: dict[str, Any] = {"positions": [], "paths": [], "confusion": {}}
+    loader = DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=_list_collate)
     done = 0
-    for items in loader:
+    for batch in loader:
         # Group by native size so that every group stacks into one batch.
         groups: dict[tuple[int, int], list] = {}
-        for item in items:
+        for item in batch:
             groups.setdefault(tuple(item["mask"].shape[-2:]), []).append(item)
         for native_size, group in groups.items():
             images = torch.stack([it["image"] for it in group]).to(device)
-            target = torch.stack([it["mask"] for it in group]).to(device)
+            target = torch.stack([it["mask"] for it in group])
             if precision == "bf16":
                 images = images.contiguous(memory_format=torch.channels_last)
             with runtime.autocast(device, precision):
-                scores = _predictions(model, images, per_level, mode, level)
+                scores = _predictions(model, images, per_level, setting)
             for key, score in scores.items():
                 if tuple(score.shape[-2:]) != native_size:
                     score = F.interpolate(score, size=native_size, mode="bilinear")
-                cm = matrices.setdefault(
-                    key, ConfusionMatrix(len(names), label_set.ignore_index, device="cpu")
+                matrices = confusion_per_image(
+                    score.argmax(1).cpu(), target, len(names), label_set.ignore_index
                 )
-                cm.update(score.argmax(1).cpu(), target.cpu())
-        done += len(items)
+                # int32 holds the pixel count of any photo (2**31 pixels is 46k x 46k).
+                local["confusion"].setdefault(key, []).append(matrices.numpy().astype(np.int32))
+            # A rank's i-th item is the (rank + i * world)-th of the whole evaluation set.
+            local["positions"] += [rank + it["position"] * world for it in group]
+            local["paths"] += [it["path"] for it in group]
+        done += len(batch)
         if progress is not None:
-            progress(done, len(dataset))
+            progress(done, len(items))
     model.train(was_training)
 
-    if distributed and dist.is_initialized():
-        for cm in matrices.values():
-            dist.all_reduce(cm.matrix)
-        done = total
-
-    if per_level:
-        default_key = ("accurate", levels)
-    else:
-        default_key = next(iter(matrices)) if matrices else ("default", 0)
-    if default_key not in matrices:
+    local["confusion"] = {k: np.concatenate(v) for k, v in local["confusion"].items()}
+    parts = _gather(local) if distributed else [local]
+    positions = [p for part in parts for p in part["positions"]]
+    if not positions:
         raise ValueError("the evaluation set yielded no readable images")
-    result = matrices[default_key].compute(names)
+    order = np.argsort(positions, kind="stable")
+    keys = next(part["confusion"] for part in parts if part["confusion"]).keys()
+    confusion = {
+        key: np.concatenate([part["confusion"][key] for part in parts if part["positions"]])[order]
+        for key in keys
+    }
     if per_level:
-        result["per_level"] = {
-            m: {
-                str(k): _compact(cm.compute(names))
-                for (mm, k), cm in sorted(matrices.items())
-                if mm == m
-            }
-            for m in INFERENCE_MODES
-        }
-    if mode is not None:
-        result["mode"], result["level"] = mode, level
-    result["images"] = done
-    result["eval_time_s"] = time.perf_counter() - start
-    return result
+        confusion = {s: confusion[s] for s in inference_settings(model)}
+    paths = [p for part in parts for p in part["paths"]]
+    return Evaluation(
+        class_names=names,
+        indices=[positions[i] for i in order],
+        paths=[paths[i] for i in order],
+        confusion=confusion,
+        default=("accurate", levels) if per_level else setting,
+        eval_time_s=time.perf_counter() - start,
+    )
 
 
-def _compact(metrics: dict) -> dict:
-    return {k: metrics[k] for k in ("miou", "pixel_accuracy", "per_class_iou")}
+def evaluate(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = stats.DEFAULT_SEED,
+    per_image: bool = False,
+    **kwargs,
+) -> dict[str, Any]:
+    """:func:`evaluate_per_image`, summarised (``Evaluation.summary``) as plain values.
+
+    Returns:
+        ``miou`` (Cityscapes definition), ``miou_ci95``, ``pixel_accuracy`` (+ ``_ci95``),
+        ``per_class_iou`` (+ ``_ci95``), ``per_class_precision``, ``per_class_recall``,
+        ``counted_classes``, ``confusion_matrix``, ``pixels``, ``images``, ``eval_time_s``,
+        ``bootstrap`` and, for a U-Net++, ``per_level`` (or ``mode``/``level``). With
+        ``resamples=0`` no intervals are computed.
+    """
+    evaluation = evaluate_per_image(model, dataset, **kwargs)
+    return evaluation.summary(resamples=resamples, seed=seed, per_image=per_image)
 
 
-def evaluate_checkpoint(
+def evaluate_checkpoint_per_image(
     ckpt_path: str | Path,
     data: str,
     split: str = "val",
     fmt: str = "auto",
     **kwargs,
-) -> dict[str, Any]:
-    """Load a checkpoint and evaluate it on ``data`` with the checkpoint's label set,
-    working size and normalisation. ``kwargs`` go to :func:`evaluate`."""
+) -> Evaluation:
+    """Load a checkpoint and score it on ``data`` with the checkpoint's label set, working
+    size and normalisation. ``kwargs`` go to :func:`evaluate_per_image` (``data_options``
+    to ``open_dataset``). ``info`` holds ``checkpoint``, ``model`` and ``dataset``."""
     from segdemo.checkpoints import load_checkpoint
     from segdemo.data import open_dataset
 
@@ -228,12 +425,203 @@ def evaluate_checkpoint(
         **kwargs.pop("data_options", {}),
     )
     kwargs.setdefault("input_size", ckpt.input_size)
-    result = evaluate(ckpt.model, dataset, **kwargs)
-    result["checkpoint"] = str(ckpt_path)
-    result["model"] = ckpt.metadata["model"]
-    result["dataset"] = {
-        "root": str(data),
-        "split": split,
-        "format": getattr(dataset, "format", fmt),
+    evaluation = evaluate_per_image(ckpt.model, dataset, **kwargs)
+    evaluation.info = {
+        "checkpoint": str(ckpt_path),
+        "model": ckpt.metadata["model"],
+        "dataset": {"root": str(data), "split": split, "format": getattr(dataset, "format", fmt)},
     }
+    return evaluation
+
+
+def evaluate_checkpoint(
+    ckpt_path: str | Path,
+    data: str,
+    split: str = "val",
+    fmt: str = "auto",
+    *,
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = stats.DEFAULT_SEED,
+    per_image: bool = False,
+    **kwargs,
+) -> dict[str, Any]:
+    """:func:`evaluate_checkpoint_per_image`, summarised as plain values (see
+    :func:`evaluate`), with ``checkpoint``, ``model`` and ``dataset``."""
+    evaluation = evaluate_checkpoint_per_image(ckpt_path, data, split, fmt, **kwargs)
+    return evaluation.summary(resamples=resamples, seed=seed, per_image=per_image)
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+def compare_evaluations(
+    models: Sequence[tuple[str, Evaluation, Setting]],
+    *,
+    reference: str | None = None,
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = stats.DEFAULT_SEED,
+    per_image: bool = False,
+) -> dict[str, Any]:
+    """Models scored on the same images, each against a reference, with paired intervals.
+
+    Args:
+        models: ``(name, evaluation, setting)`` per model; a U-Net++ at two settings is two
+            models (one evaluation serves both).
+        reference: the name every other model is compared with (default: the first).
+
+    Returns:
+        Plain values: ``images``, ``class_names``, ``reference``, ``bootstrap``, ``models``
+        (per model: ``name``, ``checkpoint``, ``model``, ``mode``, ``level``, ``miou``,
+        ``miou_ci95``, ``pixel_accuracy``, ``pixel_accuracy_ci95``, ``per_class_iou``,
+        ``per_class_iou_ci95``, ``counted_classes``), ``comparisons`` (per model other than
+        the reference: ``name``, ``reference``, the ``stats.paired_difference`` keys and
+        ``sentence``) and, with ``per_image``, ``per_image`` (``index``, ``path``, and
+        ``miou`` / ``pixel_accuracy`` as name -> value).
+
+    Raises:
+        ValueError: fewer than one model, duplicate names, or models scored on different
+            images or label sets.
+    """
+    if not models:
+        raise ValueError("nothing to compare")
+    names = [name for name, _, _ in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"model names must differ: {names}")
+    reference = names[0] if reference is None else reference
+    if reference not in names:
+        raise ValueError(f"reference {reference!r} is not one of {names}")
+    first_name, first, _ = models[0]
+    for name, evaluation, _ in models[1:]:
+        if evaluation.class_names != first.class_names:
+            raise ValueError(
+                f"{name} predicts {len(evaluation.class_names)} classes "
+                f"({', '.join(evaluation.class_names[:3])}, ...) but {first_name} predicts "
+                f"{len(first.class_names)} ({', '.join(first.class_names[:3])}, ...)"
+            )
+        if evaluation.paths != first.paths:
+            raise ValueError(
+                f"{name} was scored on {evaluation.images} images and {first_name} on "
+                f"{first.images}, not the same ones: compare models on the same images"
+            )
+    class_names = first.class_names
+    rows = []
+    for name, evaluation, setting in models:
+        ci = stats.bootstrap_ci(
+            evaluation.per_image(setting), class_names=class_names, resamples=resamples, seed=seed
+        )
+        rows.append(
+            {
+                "name": name,
+                "checkpoint": evaluation.info.get("checkpoint"),
+                "model": evaluation.info.get("model"),
+                "mode": setting[0],
+                "level": setting[1],
+                **{k: ci[k] for k in _MODEL_KEYS},
+            }
+        )
+    by_name = {name: (evaluation, setting) for name, evaluation, setting in models}
+    ref_matrices = by_name[reference][0].per_image(by_name[reference][1])
+    comparisons = []
+    for name, evaluation, setting in models:
+        if name == reference:
+            continue
+        diff = stats.paired_difference(
+            evaluation.per_image(setting),
+            ref_matrices,
+            class_names=class_names,
+            resamples=resamples,
+            seed=seed,
+        )
+        comparisons.append(
+            {
+                "name": name,
+                "reference": reference,
+                **{k: v for k, v in diff.items() if k not in ("images", "resamples", "seed")},
+                "sentence": stats.describe_difference(
+                    name, reference, diff["miou_diff"], diff["miou_diff_ci95"]
+                ),
+            }
+        )
+    result = {
+        "images": first.images,
+        "class_names": list(class_names),
+        "reference": reference,
+        "bootstrap": {"resamples": resamples, "seed": seed},
+        "models": rows,
+        "comparisons": comparisons,
+    }
+    if per_image:
+        scores = {
+            name: stats.per_image_scores(evaluation.per_image(setting))
+            for name, evaluation, setting in models
+        }
+        result["per_image"] = [
+            {
+                "index": index,
+                "path": path,
+                **{
+                    metric: {name: _finite(scores[name][metric][i]) for name in names}
+                    for metric in ("miou", "pixel_accuracy")
+                },
+            }
+            for i, (index, path) in enumerate(zip(first.indices, first.paths, strict=True))
+        ]
+    return result
+
+
+_MODEL_KEYS = (
+    "miou",
+    "miou_ci95",
+    "pixel_accuracy",
+    "pixel_accuracy_ci95",
+    "per_class_iou",
+    "per_class_iou_ci95",
+    "counted_classes",
+)
+
+
+def compare_checkpoints(
+    checkpoints: Sequence[str | Path | tuple[str | Path, str | None, int | None]],
+    data: str,
+    split: str = "val",
+    fmt: str = "auto",
+    *,
+    reference: str | None = None,
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = stats.DEFAULT_SEED,
+    per_image: bool = False,
+    **kwargs,
+) -> dict[str, Any]:
+    """Score checkpoints on the same images and compare each with the first.
+
+    Args:
+        checkpoints: paths, or ``(path, mode, level)`` to pick a U-Net++ setting (``None``
+            for both: the default, accurate at the deepest level). A checkpoint named
+            several times is scored once: one pass gives every setting.
+        kwargs: go to :func:`evaluate_checkpoint_per_image` (``max_items``, ``device``, ...).
+
+    Returns:
+        :func:`compare_evaluations`' dict with ``dataset`` (root, split, format).
+    """
+    specs = [(c, None, None) if isinstance(c, str | Path) else tuple(c) for c in checkpoints]
+    evaluations: dict[str, Evaluation] = {}
+    for path, _, _ in specs:
+        if str(path) not in evaluations:
+            evaluations[str(path)] = evaluate_checkpoint_per_image(path, data, split, fmt, **kwargs)
+    models = []
+    for path, mode, level in specs:
+        evaluation = evaluations[str(path)]
+        setting = evaluation.resolve(mode, level)
+        name = checkpoint_name(path)
+        if setting[0] is not None:
+            name = f"{name} {setting_name(setting)}"
+        taken = {m[0] for m in models}
+        unique, k = name, 2
+        while unique in taken:
+            unique, k = f"{name} ({k})", k + 1
+        models.append((unique, evaluation, setting))
+    result = compare_evaluations(
+        models, reference=reference, resamples=resamples, seed=seed, per_image=per_image
+    )
+    result["dataset"] = next(iter(evaluations.values())).info["dataset"]
     return result

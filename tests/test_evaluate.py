@@ -1,13 +1,14 @@
-"""Evaluation against hand-computed numbers, at native resolution, for every U-Net++ level."""
+"""Evaluation against hand-computed numbers, at native resolution, image by image, for every
+U-Net++ level."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from segdemo.evaluate import evaluate
+from segdemo.evaluate import compare_evaluations, evaluate, evaluate_per_image
 from segdemo.labels import get_label_set
-from segdemo.models import create_model
+from segdemo.models import create_model, inference_settings, pruning_levels
 
 
 class _FixedDataset(torch.utils.data.Dataset):
@@ -89,3 +90,138 @@ def test_per_level_table_matches_evaluating_each_pruned_network():
 def test_levels_on_a_model_without_pruning_are_refused():
     with pytest.raises(ValueError, match="no pruning levels"):
         evaluate(_ThresholdModel(), _FixedDataset([np.zeros((2, 2))]), mode="fast", level=1)
+
+
+def test_per_image_matrices_sum_to_the_split_and_score_each_image():
+    masks = [
+        np.array([[0, 0, 1], [1, 1, 255]]),
+        np.array([[1, 0, 0], [0, 255, 255]]),
+    ]
+    evaluation = evaluate_per_image(
+        _ThresholdModel(), _FixedDataset(masks), device="cpu", precision="fp32"
+    )
+    assert evaluation.default == (None, None) and evaluation.paths == ["item0", "item1"]
+    per_image = evaluation.per_image()
+    assert per_image.shape == (2, 2, 2)
+    assert per_image.tolist() == [[[1, 1], [0, 3]], [[2, 1], [0, 1]]]
+    rows = evaluation.image_rows()
+    # image 0: not road 1/(1+1), road 3/(3+1); image 1: not road 2/(2+1), road 1/(1+1)
+    assert rows[0]["miou"] == pytest.approx((1 / 2 + 3 / 4) / 2)
+    assert rows[0]["pixel_accuracy"] == pytest.approx(4 / 5)
+    assert rows[1]["miou"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert [r["index"] for r in rows] == [0, 1]
+    summary = evaluation.summary(resamples=200, seed=0, per_image=True)
+    assert summary["confusion_matrix"] == [[3, 2], [0, 4]]
+    assert summary["counted_classes"] == ["not road", "road"]
+    low, high = summary["miou_ci95"]
+    assert low <= summary["miou"] <= high
+    assert summary["bootstrap"] == {"resamples": 200, "seed": 0}
+    assert summary["per_image"] == rows
+    assert "miou_ci95" not in evaluation.summary(resamples=0)
+
+
+def test_every_setting_of_a_unetpp_keeps_its_per_image_matrices():
+    torch.manual_seed(0)
+    model = create_model("unetpp", 2, base_width=4).eval()
+    rng = np.random.default_rng(0)
+    dataset = _FixedDataset([rng.integers(0, 2, (16, 32)) for _ in range(3)])
+    evaluation = evaluate_per_image(model, dataset, device="cpu", precision="fp32")
+    assert evaluation.settings == inference_settings(model)
+    assert evaluation.default == ("accurate", pruning_levels(model))
+    assert all(
+        m.shape == (3, 2, 2) and m.sum() == 3 * 16 * 32 for m in evaluation.confusion.values()
+    )
+    summary = evaluation.summary(resamples=100)
+    fast = summary["per_level"]["fast"]["1"]
+    assert fast["miou"] == pytest.approx(evaluation.metrics(("fast", 1), resamples=0)["miou"])
+    assert fast["miou_ci95"][0] <= fast["miou"] <= fast["miou_ci95"][1]
+    assert evaluation.resolve("fast") == ("fast", pruning_levels(model))
+    with pytest.raises(ValueError, match="was not evaluated"):
+        evaluation.resolve("fast", 9)
+
+
+def test_unreadable_images_are_skipped_and_positions_kept():
+    class _OneBroken(_FixedDataset):
+        on_error = "skip"
+
+        def __init__(self, masks):
+            super().__init__(masks)
+            self.problems = []
+
+        def read_raw(self, i):
+            if i == 1:
+                raise ValueError("item1 is not an image")
+            return super().read_raw(i)
+
+        def mark_unreadable(self, i, exc):
+            self.problems.append(str(exc))
+
+    masks = [np.zeros((2, 3), dtype=np.uint8)] * 3
+    evaluation = evaluate_per_image(
+        _ThresholdModel(), _OneBroken(masks), device="cpu", precision="fp32", batch_size=2
+    )
+    assert evaluation.indices == [0, 2] and evaluation.paths == ["item0", "item2"]
+
+
+def test_compare_evaluations_pairs_models_on_the_same_images():
+    rng = np.random.default_rng(1)
+    dataset = _FixedDataset([rng.integers(0, 2, (4, 6)) for _ in range(8)])
+    evaluation = evaluate_per_image(_ThresholdModel(), dataset, device="cpu", precision="fp32")
+    result = compare_evaluations(
+        [("a", evaluation, (None, None)), ("b", evaluation, (None, None))], resamples=300
+    )
+    assert [m["name"] for m in result["models"]] == ["a", "b"] and result["reference"] == "a"
+    (comparison,) = result["comparisons"]
+    assert comparison["name"] == "b" and comparison["reference"] == "a"
+    assert comparison["miou_diff"] == 0.0 and comparison["miou_diff_ci95"] == [0.0, 0.0]
+    assert comparison["sentence"].startswith("no clear difference between b and a")
+
+    fewer = evaluate_per_image(
+        _ThresholdModel(), dataset, device="cpu", precision="fp32", max_items=5
+    )
+    with pytest.raises(ValueError, match="same images"):
+        compare_evaluations([("a", evaluation, (None, None)), ("b", fewer, (None, None))])
+
+
+def _distributed_worker(rank: int, world: int, store: str, out: str) -> None:
+    import json
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        rng = np.random.default_rng(0)
+        masks = [rng.integers(0, 2, (4, 6)) for _ in range(3)]
+        found = {}
+        # Three images over two ranks (interleaved), then one image: rank 1 has none.
+        for n in (3, 1):
+            evaluation = evaluate_per_image(
+                _ThresholdModel(), _FixedDataset(masks[:n]), device="cpu", precision="fp32",
+                distributed=True,
+            )  # fmt: skip
+            found[n] = {"paths": evaluation.paths, "per_image": evaluation.per_image().tolist()}
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump(found, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_distributed_evaluation_gathers_every_image_even_on_a_rank_without_any(tmp_path):
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(
+        _distributed_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True
+    )
+    rng = np.random.default_rng(0)
+    masks = [rng.integers(0, 2, (4, 6)) for _ in range(3)]
+    for rank in (0, 1):
+        found = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        for n in (3, 1):
+            alone = evaluate_per_image(
+                _ThresholdModel(), _FixedDataset(masks[:n]), device="cpu", precision="fp32"
+            )
+            assert found[str(n)]["paths"] == alone.paths == [f"item{i}" for i in range(n)]
+            assert found[str(n)]["per_image"] == alone.per_image().tolist()
