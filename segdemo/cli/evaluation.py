@@ -1,24 +1,61 @@
-"""``python -m segdemo eval`` and ``report``: numbers for checkpoints."""
+"""``python -m segdemo eval``, ``compare`` and ``report``: numbers for checkpoints."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import re
+
+from segdemo.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
+
+_SETTING = re.compile(r"^(fast|accurate)(?::L?(\d+))?$")
 
 
-def cmd_eval(args) -> int:
+def checkpoint_spec(text: str) -> tuple[str, str | None, int | None]:
+    """``FILE`` or ``FILE@MODE[:LEVEL]`` (``unetpp.safetensors@fast:3``) -> (path, mode,
+    level); no suffix means the default setting."""
+    path, at, suffix = text.rpartition("@")
+    if not at:
+        return text, None, None
+    match = _SETTING.match(suffix)
+    if not match:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a U-Net++ setting looks like FILE@fast:3 or FILE@accurate (deepest level)"
+        )
+    return path, match.group(1), None if match.group(2) is None else int(match.group(2))
+
+
+def _progress_bar(quiet: bool, label: str = "eval"):
+    """A ``progress(done, total)`` callback drawing one tqdm bar per pass (none if quiet)."""
     from tqdm import tqdm
-
-    from segdemo.evaluate import evaluate_checkpoint
 
     bar = None
 
     def progress(done: int, total: int) -> None:
         nonlocal bar
-        if args.json:
+        if quiet:
             return
-        if bar is None:
-            bar = tqdm(total=total, unit="img", desc="eval")
+        if bar is None or bar.total != total or done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = tqdm(total=total, unit="img", desc=label)
         bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return progress
+
+
+def _ci(interval, digits: int = 4) -> str:
+    return "-" if interval is None else f"{interval[0]:.{digits}f}-{interval[1]:.{digits}f}"
+
+
+def _value(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def cmd_eval(args) -> int:
+    from segdemo.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(
         args.ckpt,
@@ -31,22 +68,100 @@ def cmd_eval(args) -> int:
         max_items=args.max_items,
         device=args.device,
         precision=args.precision,
-        progress=progress,
+        progress=_progress_bar(args.json),
+        resamples=args.resamples,
+        seed=args.seed,
+        per_image=args.per_image,
     )
-    if bar is not None:
-        bar.close()
     if args.json:
         result = {k: v for k, v in result.items() if k != "confusion_matrix" or args.confusion}
         print(json.dumps(result, indent=2))
         return 0
     print(f"{result['model']} on {args.data} ({args.split}, {result['images']} images)")
-    print(f"  mIoU {result['miou']:.4f}   pixel accuracy {result['pixel_accuracy']:.4f}")
+    interval = f" (95% CI {_ci(result.get('miou_ci95'))})" if "miou_ci95" in result else ""
+    print(f"  mIoU {result['miou']:.4f}{interval}   pixel accuracy {result['pixel_accuracy']:.4f}")
+    print(f"  {len(result['counted_classes'])} classes counted in the mean (Cityscapes mIoU)")
+    class_ci = result.get("per_class_iou_ci95", {})
     for name, iou in result["per_class_iou"].items():
-        print(f"  {name:<14} {'  -   ' if iou is None else f'{iou:.4f}'}")
+        ci = f"  ({_ci(class_ci.get(name), 3)})" if class_ci.get(name) else ""
+        print(f"  {name:<14} {'  -   ' if iou is None else f'{iou:.4f}'}{ci}")
     for mode, levels in result.get("per_level", {}).items():
         cells = "  ".join(f"L{k} {m['miou']:.4f}" for k, m in levels.items())
         print(f"  {mode:<9} {cells}")
+    if result.get("per_image"):
+        print("  per image: mIoU, pixel accuracy, file")
+    for row in result.get("per_image", []):
+        print(f"  {_value(row['miou'])}  {_value(row['pixel_accuracy'])}  {row['path']}")
     return 0
+
+
+def cmd_compare(args) -> int:
+    from segdemo.evaluate import compare_checkpoints
+
+    result = compare_checkpoints(
+        args.ckpt,
+        args.data,
+        split=args.split,
+        fmt=args.format,
+        resamples=args.resamples,
+        seed=args.seed,
+        per_image=args.per_image,
+        batch_size=args.batch,
+        max_items=args.max_items,
+        device=args.device,
+        precision=args.precision,
+        progress=_progress_bar(args.json, "eval"),
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for line in compare_lines(result):
+        print(line)
+    return 0
+
+
+def compare_lines(result: dict) -> list[str]:
+    """The text ``compare`` prints for :func:`segdemo.evaluate.compare_checkpoints`' dict."""
+    data = result["dataset"]
+    boot = result["bootstrap"]
+    width = max(len(m["name"]) for m in result["models"]) + 2
+    lines = [
+        f"{len(result['models'])} models on {data['root']} ({data['split']}, "
+        f"{result['images']} images, the same for all); 95% intervals from "
+        f"{boot['resamples']} bootstrap resamples of the images (seed {boot['seed']})",
+        "",
+        f"  {'model':<{width}} {'mIoU':>7}  {'95% CI':<14} {'pixel acc.':>10}  95% CI",
+    ]
+    for m in result["models"]:
+        lines.append(
+            f"  {m['name']:<{width}} {m['miou']:>7.4f}  {_ci(m['miou_ci95']):<14} "
+            f"{m['pixel_accuracy']:>10.4f}  {_ci(m['pixel_accuracy_ci95'])}"
+        )
+    for c in result["comparisons"]:
+        low, high = (100 * v for v in c["miou_diff_ci95"])
+        lines += [
+            "",
+            f"{c['name']} against {c['reference']} (paired, the same resamples):",
+            f"  {c['sentence']}",
+            f"  mIoU {100 * c['miou_diff']:+.2f} points (95% CI {low:+.2f} to {high:+.2f}); "
+            f"the sign flips in {100 * c['miou_diff_sign_flip']:.1f}% of resamples",
+            "  per class, points (95% CI):",
+        ]
+        for name, diff in c["per_class_iou_diff"].items():
+            ci = c["per_class_iou_diff_ci95"][name]
+            if diff is None:
+                lines.append(f"    {name:<14}   -")
+            else:
+                lines.append(
+                    f"    {name:<14} {100 * diff:+6.1f}  ({100 * ci[0]:+.1f} to {100 * ci[1]:+.1f})"
+                )
+    if result.get("per_image"):
+        names = ", ".join(m["name"] for m in result["models"])
+        lines += ["", f"mIoU per image ({names}), file:"]
+    for row in result.get("per_image", []):
+        cells = "  ".join(f"{_value(row['miou'][m['name']])}" for m in result["models"])
+        lines.append(f"  {cells}  {row['path']}")
+    return lines
 
 
 def cmd_report(args) -> int:
@@ -55,9 +170,17 @@ def cmd_report(args) -> int:
     report = build_report(
         args.ckpt, args.data, args.out, split=args.split, max_items=args.max_items,
         repeats=args.repeats, qualitative=args.qualitative, with_photos=args.with_photos,
+        resamples=args.resamples, seed=args.seed,
     )  # fmt: skip
     print(f"wrote {', '.join(report['figures'])}, tables.md and results.json to {args.out}")
     return 0
+
+
+def _add_bootstrap(parser) -> None:
+    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
+                        help="bootstrap resamples of the images for the 95%% intervals "
+                             "(0: no intervals)")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
 
 
 def add_parsers(sub) -> None:
@@ -72,9 +195,35 @@ def add_parsers(sub) -> None:
     ev.add_argument("--max-items", type=int, help="evaluate on the first N images")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    _add_bootstrap(ev)
+    ev.add_argument("--per-image", action="store_true",
+                    help="one row per image: path, mIoU and pixel accuracy")  # fmt: skip
     ev.add_argument("--json", action="store_true")
     ev.add_argument("--confusion", action="store_true", help="include the confusion matrix in JSON")
     ev.set_defaults(func=cmd_eval)
+
+    cp = sub.add_parser(
+        "compare",
+        help="evaluate checkpoints on the same images and compare each with the first",
+        description="Evaluate every checkpoint once on the same images; print each model's "
+        "mIoU with its 95%% bootstrap interval and each model against the first: the paired "
+        "difference with its interval, per class, in one sentence.",
+    )
+    cp.add_argument("--ckpt", action="append", required=True, type=checkpoint_spec,
+                    metavar="FILE[@MODE[:LEVEL]]",
+                    help="repeat for each model; a U-Net++ setting such as FILE@fast:3 makes "
+                         "a model of its own (default: accurate, deepest level)")  # fmt: skip
+    cp.add_argument("--data", default="synthetic")
+    cp.add_argument("--format", default="auto")
+    cp.add_argument("--split", default="val", choices=["train", "val"])
+    cp.add_argument("--batch", type=int, default=8)
+    cp.add_argument("--max-items", type=int, help="evaluate on the first N images")
+    cp.add_argument("--device", default="auto")
+    cp.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    _add_bootstrap(cp)
+    cp.add_argument("--per-image", action="store_true", help="each model's mIoU per image")
+    cp.add_argument("--json", action="store_true")
+    cp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="evaluate checkpoints and write the results tables/figures")
     rp.add_argument("--ckpt", action="append", required=True, help="repeat for each model")
@@ -86,5 +235,6 @@ def add_parsers(sub) -> None:
     rp.add_argument("--with-photos", action="store_true",
                     help="add the photos to the qualitative grid (check the data's licence "
                          "before publishing it)")  # fmt: skip
+    _add_bootstrap(rp)
     rp.add_argument("--out", default="docs/results")
     rp.set_defaults(func=cmd_report)
