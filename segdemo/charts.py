@@ -31,10 +31,25 @@ def model_color(index: int) -> str:
     return MODEL_COLORS[index % len(MODEL_COLORS)]
 
 
+def _error(values: Sequence[float | None], intervals: Sequence[Sequence[float] | None]) -> dict:
+    """Plotly asymmetric error bars from ``[low, high]`` intervals around ``values``."""
+    plus, minus = [], []
+    for value, interval in zip(values, intervals, strict=True):
+        if value is None or not interval:
+            plus.append(None)
+            minus.append(None)
+        else:
+            plus.append(max(0.0, interval[1] - value))
+            minus.append(max(0.0, value - interval[0]))
+    return {"type": "data", "symmetric": False, "array": plus, "arrayminus": minus,
+            "thickness": 1.2, "width": 3}  # fmt: skip
+
+
 def per_class_iou_bars(
     per_model: Mapping[str, Mapping[str, float | None]],
     classes: Sequence[str] | None = None,
     title: str = "IoU per class",
+    intervals: Mapping[str, Mapping[str, Sequence[float] | None]] | None = None,
 ) -> go.Figure:
     """Grouped bars: one group per class, one bar per model.
 
@@ -42,9 +57,13 @@ def per_class_iou_bars(
         per_model: model label -> {class name -> IoU in 0..1, or None where the class is
             absent from both prediction and ground truth (drawn as no bar)}.
         classes: x-axis order; default: the classes of the first model, then any others.
+        intervals: model label -> {class name -> ``[low, high]``}: drawn as error bars
+            (e.g. the 95% bootstrap intervals of ``segdemo.stats.bootstrap_ci``).
 
     Returns:
-        A figure with one ``Bar`` trace per model (``trace.name`` is the model label).
+        A figure with one ``Bar`` trace per model (``trace.name`` is the model label);
+        with ``intervals``, ``error_y.array`` / ``arrayminus`` hold the distances from
+        each bar to its interval's ends.
     """
     if classes is None:
         classes = []
@@ -53,18 +72,112 @@ def per_class_iou_bars(
     fig = go.Figure()
     for k, (label, ious) in enumerate(per_model.items()):
         values = [ious.get(name) for name in classes]
+        extra = {}
+        if intervals is not None and label in intervals:
+            extra["error_y"] = _error(values, [intervals[label].get(n) for n in classes])
         fig.add_bar(
             name=label,
             x=list(classes),
             y=values,
             marker_color=model_color(k),
             hovertemplate="%{x}: IoU %{y:.3f}<extra>" + label + "</extra>",
+            **extra,
         )
     fig.update_layout(
         title=title,
         barmode="group",
         yaxis={"title": "IoU", "range": [0, 1]},
         xaxis={"title": "class", "tickangle": -45},
+        legend={"orientation": "h", "y": 1.12},
+        margin={"t": 80, "b": 10},
+    )
+    return fig
+
+
+def miou_intervals(
+    models: Sequence[Mapping],
+    title: str = "mIoU with 95% intervals",
+) -> go.Figure:
+    """One point per model with its interval as an error bar, on a shared mIoU axis.
+
+    Args:
+        models: mappings with ``name``, ``miou`` and ``miou_ci95`` (``[low, high]`` or
+            None), e.g. the ``models`` of ``segdemo.evaluate.compare_evaluations``.
+
+    Returns:
+        One ``Scatter`` trace per model (in the model's colour), x = mIoU, y = name, with
+        ``error_x`` reaching the interval's ends.
+    """
+    fig = go.Figure()
+    for k, m in enumerate(models):
+        fig.add_scatter(
+            name=m["name"],
+            x=[m["miou"]],
+            y=[m["name"]],
+            mode="markers",
+            marker={"color": model_color(k), "size": 11},
+            error_x=_error([m["miou"]], [m.get("miou_ci95")]),
+            hovertemplate="mIoU %{x:.3f}<extra>" + m["name"] + "</extra>",
+        )
+    fig.update_layout(
+        title=title,
+        showlegend=False,
+        xaxis={"title": "mIoU", "rangemode": "tozero"},
+        yaxis={"autorange": "reversed"},
+        height=max(180, 60 * len(models) + 100),
+        margin={"t": 50, "b": 10},
+    )
+    return fig
+
+
+def paired_differences(
+    comparisons: Sequence[Mapping],
+    classes: Sequence[str] | None = None,
+    colors: Mapping[str, str] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Each model minus the reference, in mIoU points, overall and per class, with the
+    paired-bootstrap 95% interval as error bars; zero is marked.
+
+    Args:
+        comparisons: the ``comparisons`` of ``segdemo.evaluate.compare_evaluations``
+            (``name``, ``reference``, ``miou_diff``, ``miou_diff_ci95``,
+            ``per_class_iou_diff``, ``per_class_iou_diff_ci95``).
+        classes: the per-class points to draw; default: every class with a difference.
+        colors: model name -> colour (default: ``model_color`` in order).
+
+    Returns:
+        One ``Scatter`` trace per compared model; x = ``"mIoU"`` then the classes, y = the
+        difference in points (100 x metric units), ``error_y`` to the interval's ends.
+    """
+    if classes is None:
+        classes = []
+        for c in comparisons:
+            classes += [
+                n for n, d in c["per_class_iou_diff"].items() if d is not None and n not in classes
+            ]
+    fig = go.Figure()
+    fig.add_hline(y=0, line={"color": "#888", "width": 1})
+    for k, c in enumerate(comparisons):
+        values = [c["miou_diff"]] + [c["per_class_iou_diff"].get(n) for n in classes]
+        intervals = [c["miou_diff_ci95"]] + [c["per_class_iou_diff_ci95"].get(n) for n in classes]
+        points = [None if v is None else 100 * v for v in values]
+        scaled = [None if i is None else [100 * i[0], 100 * i[1]] for i in intervals]
+        color = (colors or {}).get(c["name"], model_color(k + 1))
+        fig.add_scatter(
+            name=f"{c['name']} - {c['reference']}",
+            x=["mIoU", *classes],
+            y=points,
+            mode="markers",
+            marker={"color": color, "size": 9, "symbol": "diamond"},
+            error_y=_error(points, scaled),
+            hovertemplate="%{x}: %{y:+.1f} points<extra>" + c["name"] + "</extra>",
+        )
+    reference = comparisons[0]["reference"] if comparisons else ""
+    fig.update_layout(
+        title=title or f"Difference from {reference} on the same images (95% paired intervals)",
+        yaxis={"title": "IoU difference (points)", "zeroline": True},
+        xaxis={"title": "", "tickangle": -45},
         legend={"orientation": "h", "y": 1.12},
         margin={"t": 80, "b": 10},
     )
@@ -138,7 +251,8 @@ def pruning_tradeoff(
     Args:
         points: one mapping per (model, mode, level) with ``model`` (label), ``mode``
             ("fast" or "accurate"), ``level`` (1..4), ``miou``, ``latency_ms`` and
-            ``params`` (parameters used at that level; sets the marker area).
+            ``params`` (parameters used at that level; sets the marker area); an optional
+            ``miou_ci95`` (``[low, high]``) is drawn as an error bar.
 
     Returns:
         One ``Scatter`` trace per (model, mode), points ordered by level and labelled
@@ -158,6 +272,11 @@ def pruning_tradeoff(
                 continue
             # Marker area proportional to parameters: diameter ~ sqrt(params).
             sizes = [10 + 30 * (float(p.get("params") or 0) / biggest) ** 0.5 for p in rows]
+            extra = {}
+            if any(p.get("miou_ci95") for p in rows):
+                extra["error_y"] = _error(
+                    [p["miou"] for p in rows], [p.get("miou_ci95") for p in rows]
+                )
             fig.add_scatter(
                 name=f"{model} · {mode}",
                 x=[p["latency_ms"] for p in rows],
@@ -174,6 +293,7 @@ def pruning_tradeoff(
                     + "<br>%{x:.1f} ms<br>mIoU %{y:.3f}<br>%{customdata[1]:,} params"
                     "<extra>" + model + "</extra>"
                 ),
+                **extra,
             )
     fig.update_layout(
         title=title,

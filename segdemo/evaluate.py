@@ -254,6 +254,45 @@ def _predictions(model, images: torch.Tensor, per_level: bool, setting: Setting)
     return {setting: model(images, **forward_kwargs(*setting)).float()}
 
 
+def _native_labels(
+    model, images: torch.Tensor, per_level: bool, setting: Setting, native_size, device, precision
+) -> dict[Setting, torch.Tensor]:
+    """Predicted classes at the labels' resolution: the class scores are scaled back
+    (bilinear) before the argmax. Shape: ``(N, 3, h, w)`` -> ``(N, H, W)`` int64 on CPU."""
+    if precision == "bf16":
+        images = images.contiguous(memory_format=torch.channels_last)
+    with runtime.autocast(device, precision):
+        scores = _predictions(model, images, per_level, setting)
+    out = {}
+    for key, score in scores.items():
+        if tuple(score.shape[-2:]) != tuple(native_size):
+            score = F.interpolate(score, size=tuple(native_size), mode="bilinear")
+        out[key] = score.argmax(1).cpu()
+    return out
+
+
+@torch.inference_mode()
+def evaluation_mask(
+    model: torch.nn.Module,
+    image_rgb_uint8: np.ndarray,
+    input_size: tuple[int, int] | None,
+    setting: Setting = (None, None),
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+) -> np.ndarray:
+    """The mask evaluation scores for one photo (the same preparation, resizing and
+    argmax as :func:`evaluate_per_image`), so an error map drawn from it shows exactly the
+    pixels counted in that image's confusion matrix.
+
+    Shape: ``(H, W, 3)`` uint8 -> ``(H, W)`` int64.
+    """
+    device = runtime.resolve_device(device)
+    precision = runtime.resolve_precision(precision, device)
+    x = preprocess(image_rgb_uint8, input_size, model.normalization).to(device)
+    labels = _native_labels(model, x, False, setting, image_rgb_uint8.shape[:2], device, precision)
+    return labels[setting][0].numpy()
+
+
 def _gather(local: dict[str, Any]) -> list[dict[str, Any]]:
     """Every rank's per-image results, on every rank. Each rank enters the same one
     collective, also a rank whose shard is empty (its lists are empty)."""
@@ -334,16 +373,11 @@ def evaluate_per_image(
         for native_size, group in groups.items():
             images = torch.stack([it["image"] for it in group]).to(device)
             target = torch.stack([it["mask"] for it in group])
-            if precision == "bf16":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with runtime.autocast(device, precision):
-                scores = _predictions(model, images, per_level, setting)
-            for key, score in scores.items():
-                if tuple(score.shape[-2:]) != native_size:
-                    score = F.interpolate(score, size=native_size, mode="bilinear")
-                matrices = confusion_per_image(
-                    score.argmax(1).cpu(), target, len(names), label_set.ignore_index
-                )
+            predictions = _native_labels(
+                model, images, per_level, setting, native_size, device, precision
+            )
+            for key, labels in predictions.items():
+                matrices = confusion_per_image(labels, target, len(names), label_set.ignore_index)
                 # int32 holds the pixel count of any photo (2**31 pixels is 46k x 46k).
                 local["confusion"].setdefault(key, []).append(matrices.numpy().astype(np.int32))
             # A rank's i-th item is the (rank + i * world)-th of the whole evaluation set.

@@ -80,3 +80,53 @@ def test_class_frequency_bars_use_label_set_colours():
     assert bar.marker.color[0] == f"#{r:02x}{g:02x}{b:02x}"
     with pytest.raises(ValueError):
         charts.class_frequency_bars(["a"], [1, 2], [(0, 0, 0)])
+
+
+def test_per_class_iou_bars_draw_intervals_as_error_bars():
+    fig = charts.per_class_iou_bars(
+        {"unet": {"road": 0.9, "car": None}, "unetpp": {"road": 0.8, "car": 0.5}},
+        intervals={"unet": {"road": [0.85, 0.93], "car": None}},
+    )
+    unet, unetpp = fig.data
+    assert unet.error_y.array == pytest.approx((0.03, None)) and unet.error_y.symmetric is False
+    assert unet.error_y.arrayminus[0] == pytest.approx(0.05) and unet.error_y.arrayminus[1] is None
+    assert unetpp.error_y.array is None  # no intervals given for this model
+
+
+def test_miou_intervals_one_point_per_model_with_its_interval():
+    fig = charts.miou_intervals(
+        [{"name": "unet", "miou": 0.30, "miou_ci95": [0.28, 0.33]},
+         {"name": "unetpp fast L4", "miou": 0.31, "miou_ci95": None}]
+    )  # fmt: skip
+    assert [t.name for t in fig.data] == ["unet", "unetpp fast L4"]
+    assert list(fig.data[0].x) == [0.30] and list(fig.data[0].y) == ["unet"]
+    assert fig.data[0].error_x.array == pytest.approx((0.03,))
+    assert fig.data[0].error_x.arrayminus == pytest.approx((0.02,))
+    assert fig.data[1].error_x.array == (None,)
+
+
+def test_paired_differences_in_points_with_intervals_and_a_zero_line():
+    comparison = {
+        "name": "unetpp", "reference": "unet", "miou_diff": 0.012, "miou_diff_ci95": [0.004, 0.02],
+        "per_class_iou_diff": {"road": -0.01, "car": 0.03, "bus": None},
+        "per_class_iou_diff_ci95": {"road": [-0.02, 0.0], "car": [0.01, 0.05], "bus": None},
+    }  # fmt: skip
+    fig = charts.paired_differences([comparison], colors={"unetpp": "#123456"})
+    (trace,) = fig.data
+    assert list(trace.x) == ["mIoU", "road", "car"]
+    assert trace.y == pytest.approx((1.2, -1.0, 3.0))
+    assert trace.error_y.array == pytest.approx((0.8, 1.0, 2.0))
+    assert trace.error_y.arrayminus == pytest.approx((0.8, 1.0, 2.0))
+    assert trace.marker.color == "#123456" and trace.name == "unetpp - unet"
+    assert fig.layout.shapes[0].y0 == 0 and "unet" in fig.layout.title.text
+
+
+def test_pruning_tradeoff_error_bars_when_points_carry_intervals():
+    points = [
+        {"model": "m", "mode": "fast", "level": k, "miou": 0.1 * k, "latency_ms": k,
+         "params": k, "miou_ci95": [0.1 * k - 0.01, 0.1 * k + 0.02]}
+        for k in (1, 2)
+    ]  # fmt: skip
+    (fast,) = charts.pruning_tradeoff(points).data
+    assert fast.error_y.array == pytest.approx((0.02, 0.02))
+    assert fast.error_y.arrayminus == pytest.approx((0.01, 0.01))

@@ -6,8 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from segdemo.evaluate import compare_evaluations, evaluate, evaluate_per_image
+from segdemo.evaluate import (
+    compare_evaluations,
+    evaluate,
+    evaluate_per_image,
+    evaluation_mask,
+)
 from segdemo.labels import get_label_set
+from segdemo.metrics import confusion_per_image
 from segdemo.models import create_model, inference_settings, pruning_levels
 
 
@@ -225,3 +231,23 @@ def test_distributed_evaluation_gathers_every_image_even_on_a_rank_without_any(t
             )
             assert found[str(n)]["paths"] == alone.paths == [f"item{i}" for i in range(n)]
             assert found[str(n)]["per_image"] == alone.per_image().tolist()
+
+
+def test_evaluation_mask_shows_the_pixels_evaluation_counted():
+    torch.manual_seed(0)
+    model = create_model("unetpp", 2, base_width=4).eval()
+    rng = np.random.default_rng(0)
+    dataset = _FixedDataset([rng.integers(0, 2, (20, 36)) for _ in range(2)])
+    dataset.normalization = model.normalization
+    evaluation = evaluate_per_image(
+        model, dataset, input_size=(16, 32), device="cpu", precision="fp32", mode="fast",
+        level=2, batch_size=1,
+    )  # fmt: skip
+    for i in range(2):
+        image, truth = dataset.read_raw(i)
+        mask = evaluation_mask(model, image, (16, 32), ("fast", 2), "cpu", "fp32")
+        assert mask.shape == truth.shape
+        counted = confusion_per_image(
+            torch.from_numpy(mask)[None], torch.from_numpy(truth.astype(np.int64))[None], 2
+        )[0]
+        assert counted.tolist() == evaluation.per_image()[i].tolist()
