@@ -1,30 +1,97 @@
-"""Drawing masks for people: colour masks, overlays and legends (numpy + Pillow)."""
+"""Drawing masks for people: colour masks, overlays, legends, error maps and the U-Net++
+pruning diagram (numpy + Pillow; SVG as text)."""
 
 from __future__ import annotations
+
+import html
+from collections.abc import Collection
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+# Hidden classes show as ignored pixels do in a colour mask: black.
+HIDDEN_COLOR = (0, 0, 0)
+# A highlighted class keeps its colours; every other pixel fades this far towards white.
+HIGHLIGHT_FADE = 0.7
+VIEWS = ("overlay", "mask")
 
-def colorize(mask: np.ndarray, label_set) -> np.ndarray:
-    """Train-id mask ``(H, W)`` -> RGB ``(H, W, 3)`` uint8 in the label set's colours."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: label_set.num_classes] = np.asarray(label_set.colors, dtype=np.uint8)
-    return palette[np.asarray(mask, dtype=np.uint8)]
+
+def _select(mask: np.ndarray, train_ids: Collection[int]) -> np.ndarray:
+    """Boolean ``(H, W)``: pixels whose train id is one of ``train_ids``."""
+    return np.isin(np.asarray(mask), np.fromiter(train_ids, dtype=np.int64, count=len(train_ids)))
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, label_set, alpha: float = 0.5) -> np.ndarray:
-    """Blend the colour mask over the photo; ignored pixels keep the photo."""
+def colorize(mask: np.ndarray, label_set, hidden: Collection[int] = ()) -> np.ndarray:
+    """Train-id mask ``(H, W)`` -> RGB ``(H, W, 3)`` uint8 in the label set's colours.
+
+    The one colouriser is :meth:`LabelSet.colorize` (ignore and out-of-range ids -> black);
+    classes in ``hidden`` are black too.
+    """
+    out = label_set.colorize(mask)
+    if hidden:
+        out[_select(mask, hidden)] = HIDDEN_COLOR
+    return out
+
+
+def overlay(
+    image: np.ndarray,
+    mask: np.ndarray,
+    label_set,
+    alpha: float = 0.5,
+    hidden: Collection[int] = (),
+) -> np.ndarray:
+    """Blend the colour mask over the photo; ignored pixels and ``hidden`` classes keep
+    the photo."""
     if image.shape[:2] != mask.shape[:2]:
         raise ValueError(
             f"image is {image.shape[1]}x{image.shape[0]} but mask is "
             f"{mask.shape[1]}x{mask.shape[0]}"
         )
-    color = colorize(mask, label_set).astype(np.float32)
+    color = label_set.colorize(mask).astype(np.float32)
     out = image[..., :3].astype(np.float32)
-    valid = (np.asarray(mask) != label_set.ignore_index)[..., None]
-    blended = np.where(valid, (1 - alpha) * out + alpha * color, out)
+    valid = np.asarray(mask) != label_set.ignore_index
+    if hidden:
+        valid &= ~_select(mask, hidden)
+    blended = np.where(valid[..., None], (1 - alpha) * out + alpha * color, out)
     return blended.round().clip(0, 255).astype(np.uint8)
+
+
+def highlight(rgb: np.ndarray, mask: np.ndarray, train_id: int) -> np.ndarray:
+    """``rgb`` with every pixel outside class ``train_id`` faded towards white (by
+    ``HIGHLIGHT_FADE``), so the class stands out in an overlay or a colour mask."""
+    if rgb.shape[:2] != mask.shape[:2]:
+        raise ValueError(
+            f"picture is {rgb.shape[1]}x{rgb.shape[0]} but mask is {mask.shape[1]}x{mask.shape[0]}"
+        )
+    others = (np.asarray(mask) != train_id)[..., None]
+    faded = rgb.astype(np.float32) * (1 - HIGHLIGHT_FADE) + 255 * HIGHLIGHT_FADE
+    return np.where(others, faded.round(), rgb).astype(np.uint8)
+
+
+def render_view(
+    image: np.ndarray,
+    mask: np.ndarray,
+    label_set,
+    view: str = "overlay",
+    alpha: float = 0.5,
+    hidden: Collection[int] = (),
+    highlighted: int | None = None,
+) -> np.ndarray:
+    """What a person looks at: the ``"overlay"`` or the colour ``"mask"``, with ``hidden``
+    classes left out and the ``highlighted`` class (if any) standing out.
+
+    Shape:
+        ``(H, W, 3)`` photo and ``(H, W)`` train ids -> ``(H, W, 3)`` uint8.
+    """
+    if view == "overlay":
+        rgb = overlay(image, mask, label_set, alpha, hidden)
+    elif view == "mask":
+        rgb = colorize(mask, label_set, hidden)
+    else:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    if highlighted is not None:
+        rgb = highlight(rgb, mask, highlighted)
+    return rgb
 
 
 def legend_entries(mask: np.ndarray, label_set, min_fraction: float = 0.0) -> list[dict]:
@@ -116,3 +183,138 @@ def comparison_map(
     out[~right_a & ~right_b] = NEITHER_COLOR
     out[truth == label_set.ignore_index] = IGNORED_COLOR
     return out
+
+
+# --------------------------------------------------------------------- U-Net++ pruning grid
+
+
+def unetpp_nodes(num_levels: int, mode: str | None = None, level: int | None = None) -> list[dict]:
+    """Every node ``X^{i,j}`` of a U-Net++ with ``num_levels`` levels, and what runs at one
+    inference setting (see ``segdemo.models.unetpp``).
+
+    At level ``k`` the nodes with ``i + j <= k`` are computed and the rest are pruned; the
+    heads sit on ``X^{0,1..L}``: ``mode="fast"`` uses head ``k`` alone, ``"accurate"``
+    averages heads ``1..k``. ``mode=None`` is a network without deep supervision: the full
+    grid and its one head on ``X^{0,L}``.
+
+    Returns:
+        One dict per node, encoder column first: ``i``, ``j``, ``computed`` (bool),
+        ``head`` (``X^{0,j>=1}``: a head sits here), ``output`` (that head is used).
+    """
+    if num_levels < 1:
+        raise ValueError(f"a U-Net++ has at least one level, got {num_levels}")
+    level = num_levels if level is None or mode is None else int(level)
+    if not 1 <= level <= num_levels:
+        raise ValueError(f"level must be in 1..{num_levels}, got {level}")
+    if mode is None:
+        outputs = {num_levels}
+    elif mode == "fast":
+        outputs = {level}
+    elif mode == "accurate":
+        outputs = set(range(1, level + 1))
+    else:
+        raise ValueError(f"mode must be 'fast', 'accurate' or None, got {mode!r}")
+    return [
+        {
+            "i": i,
+            "j": j,
+            "computed": i + j <= level,
+            "head": i == 0 and j >= 1,
+            "output": i == 0 and j in outputs,
+        }
+        for j in range(num_levels + 1)
+        for i in range(num_levels + 1 - j)
+    ]
+
+
+# Colours of the diagram: computed nodes, pruned ones, and the heads that make the output.
+GRID_COLORS = {"computed": "#2f6fb3", "pruned": "#d5d9e0", "output": "#e69f00"}
+
+
+def unetpp_grid_svg(nodes: list[dict], title: str = "") -> str:
+    """The pruning diagram of :func:`unetpp_nodes` as an inline SVG (the paper's figure):
+    node ``X^{i,j}`` at column ``i + 2j``, row ``i``, so the encoder runs down the left
+    edge and each decoder column climbs back to a head on row 0.
+
+    Each node carries ``data-node="i,j"`` and ``data-state="computed"|"pruned"``; each head
+    ``data-head="j"`` and ``data-state="used"|"unused"``; a legend names the colours.
+    """
+    num_levels = max(n["i"] + n["j"] for n in nodes)
+    step, radius, top, left = 34, 12, 30, 16
+    width = left * 2 + step * 2 * num_levels
+    grid_height = top + step * num_levels + radius
+    height = grid_height + 28
+    by_ij = {(n["i"], n["j"]): n for n in nodes}
+
+    def xy(i: int, j: int) -> tuple[float, float]:
+        return left + step * (i + 2 * j), top + step * i
+
+    def edge_color(*ends: dict) -> str:
+        return GRID_COLORS["computed"] if all(e["computed"] for e in ends) else "#c4c9d1"
+
+    parts = []
+    for (i, j), node in by_ij.items():
+        x, y = xy(i, j)
+        if j == 0 and (i + 1, 0) in by_ij:  # encoder: down-sampling
+            below = by_ij[i + 1, 0]
+            x1, y1 = xy(i + 1, 0)
+            parts.append(
+                f'<line x1="{x}" y1="{y}" x2="{x1}" y2="{y1}" '
+                f'stroke="{edge_color(node, below)}" stroke-width="2"/>'
+            )
+        if j >= 1:
+            below = by_ij[i + 1, j - 1]  # up-sampling from the row beneath
+            x1, y1 = xy(i + 1, j - 1)
+            parts.append(
+                f'<line x1="{x1}" y1="{y1}" x2="{x}" y2="{y}" '
+                f'stroke="{edge_color(node, below)}" stroke-width="2"/>'
+            )
+            left_node = by_ij[i, j - 1]  # the nested skip along row i
+            x0, _ = xy(i, j - 1)
+            parts.append(
+                f'<line x1="{x0}" y1="{y}" x2="{x}" y2="{y}" '
+                f'stroke="{edge_color(node, left_node)}" stroke-width="1.5" '
+                'stroke-dasharray="3 2"/>'
+            )
+    for (i, j), node in by_ij.items():
+        x, y = xy(i, j)
+        state = "computed" if node["computed"] else "pruned"
+        fill = GRID_COLORS[state]
+        text = "#ffffff" if node["computed"] else "#8a919c"
+        parts.append(
+            f'<g data-node="{i},{j}" data-state="{state}"><title>X^{{{i},{j}}} {state}</title>'
+            f'<circle cx="{x}" cy="{y}" r="{radius}" fill="{fill}"/>'
+            f'<text x="{x}" y="{y + 3.5}" font-size="9.5" text-anchor="middle" '
+            f'fill="{text}">{i},{j}</text></g>'
+        )
+        if node["head"]:
+            used = "used" if node["output"] else "unused"
+            color = GRID_COLORS["output"] if node["output"] else "#ffffff"
+            stroke = GRID_COLORS["output"] if node["output"] else "#c4c9d1"
+            parts.append(
+                f'<rect data-head="{j}" data-state="{used}" x="{x - 5}" y="{y - radius - 13}" '
+                f'width="10" height="8" rx="1.5" fill="{color}" stroke="{stroke}">'
+                f"<title>head {j} {used}</title></rect>"
+            )
+    legend_y = grid_height + 14
+    legend = [
+        ("computed", GRID_COLORS["computed"], "circle"),
+        ("pruned", GRID_COLORS["pruned"], "circle"),
+        ("head used", GRID_COLORS["output"], "rect"),
+    ]
+    x = left - 6
+    for name, color, shape in legend:
+        if shape == "circle":
+            parts.append(f'<circle cx="{x + 5}" cy="{legend_y - 4}" r="5" fill="{color}"/>')
+        else:
+            parts.append(f'<rect x="{x}" y="{legend_y - 8}" width="10" height="8" fill="{color}"/>')
+        parts.append(
+            f'<text x="{x + 13}" y="{legend_y}" font-size="11" fill="#1d2430">{name}</text>'
+        )
+        x += 14 + 7 * len(name) + 10
+    label = f' aria-label="{html.escape(title)}"' if title else ""
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="100%" style="max-width:{width * 1.25:.0f}px" role="img"{label} '
+        'font-family="sans-serif">' + "".join(parts) + "</svg>"
+    )
