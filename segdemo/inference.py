@@ -13,6 +13,12 @@ bf16 only where the hardware runs it natively (AVX512-BF16/AMX CPUs, bf16 CUDA G
 
 from __future__ import annotations
 
+import statistics
+import threading
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,6 +29,8 @@ from segdemo.images import resize_image
 from segdemo.models.registry import forward_kwargs, pruning_levels
 
 __all__ = [
+    "Segmenter",
+    "WarmLatency",
     "mask_to_size",
     "predict_logits",
     "predict_mask",
@@ -202,3 +210,91 @@ def segment_image(
     x = preprocess(image_rgb_uint8, size, model.normalization)
     mask = predict_mask(model, x, device, precision, **forward_kwargs)[0].cpu()
     return mask_to_size(mask, tuple(image_rgb_uint8.shape[:2])).numpy()
+
+
+@dataclass(frozen=True)
+class Segmenter:
+    """One prepared model at one inference setting: a photo in, its mask out.
+
+    What the video, batch and command-line paths hand around instead of six arguments.
+    ``mode``/``level`` select a U-Net++ setting (``None``: the model's plain forward).
+    """
+
+    name: str
+    model: nn.Module = field(repr=False)
+    input_size: tuple[int, int]
+    label_set: object = field(repr=False)
+    device: torch.device | str | None = None
+    precision: str = "fp32"
+    mode: str | None = None
+    level: int | None = None
+
+    @property
+    def setting(self) -> str:
+        """``"fast L3"``, or ``""`` for a model without pruning levels."""
+        return f"{self.mode} L{self.level}" if self.level is not None else ""
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} · {self.setting}" if self.setting else self.name
+
+    def forward_kwargs(self) -> dict:
+        return pruning_kwargs(self.model, self.mode, self.level) if self.level is not None else {}
+
+    def __call__(self, image_rgb_uint8: np.ndarray) -> np.ndarray:
+        """``(H, W, 3)`` uint8 photo -> ``(H, W)`` uint8 train ids at the photo's size."""
+        mask = segment_image(
+            self.model,
+            image_rgb_uint8,
+            self.input_size,
+            self.device,
+            self.precision,
+            **self.forward_kwargs(),
+        )
+        return mask.astype(np.uint8)
+
+    def timed(self, image_rgb_uint8: np.ndarray) -> tuple[np.ndarray, float]:
+        """The mask and the wall time it took, in milliseconds."""
+        start = time.perf_counter()
+        mask = self(image_rgb_uint8)
+        return mask, 1000.0 * (time.perf_counter() - start)
+
+
+class WarmLatency:
+    """Latency per inference setting from warm runs only.
+
+    The first run of a setting pays for kernel selection and memory allocation (seconds
+    for a pruned level the process has not run yet, against tens of milliseconds later),
+    so it is counted as warm-up and left out; the median of the last ``keep`` warm runs
+    is what a person waits for. Safe to share between threads (the app's sessions).
+    """
+
+    def __init__(self, keep: int = 15) -> None:
+        self.keep = keep
+        self._runs: dict[Hashable, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, setting: Hashable, ms: float) -> None:
+        """Note one run of ``setting`` that took ``ms`` milliseconds."""
+        with self._lock:
+            runs = self._runs.get(setting)
+            if runs is None:
+                self._runs[setting] = []  # the warm-up run: seen, not kept
+                return
+            runs.append(float(ms))
+            del runs[: -self.keep]
+
+    def is_warm(self, setting: Hashable) -> bool:
+        """Whether ``setting`` has run at least once (its next run is a warm one)."""
+        with self._lock:
+            return setting in self._runs
+
+    def median_ms(self, setting: Hashable) -> float | None:
+        """Median of the warm runs of ``setting``, or None before the first warm run."""
+        with self._lock:
+            runs = self._runs.get(setting)
+            return statistics.median(runs) if runs else None
+
+    def warm_runs(self, setting: Hashable) -> int:
+        with self._lock:
+            return len(self._runs.get(setting) or ())

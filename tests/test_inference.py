@@ -205,3 +205,45 @@ def test_segment_image_returns_mask_at_photo_size(tiny_unet) -> None:
     mask = segment_image(model, photo, (32, 48), device, precision)
     assert mask.shape == (50, 70) and mask.dtype == np.int64
     assert mask.min() >= 0 and mask.max() < NUM_CLASSES
+
+
+# --- Segmenter and warm latency -----------------------------------------------------------------
+
+
+def test_segmenter_is_segment_image_at_one_setting() -> None:
+    from segdemo.inference import Segmenter
+    from segdemo.labels import ROAD
+
+    torch.manual_seed(0)
+    model, device, precision = prepare_model(
+        create_model("unetpp", num_classes=2, base_width=4), "cpu", "fp32"
+    )
+    photo = np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)
+    run = Segmenter("unetpp", model, (32, 32), ROAD, device, precision, "fast", 2)
+    mask = run(photo)
+    assert mask.shape == (30, 50) and mask.dtype == np.uint8
+    expected = segment_image(model, photo, (32, 32), device, precision, mode="fast", level=2)
+    assert (mask == expected).all()
+    assert run.setting == "fast L2" and run.title == "unetpp · fast L2"
+    assert (run.timed(photo)[0] == mask).all() and run.timed(photo)[1] > 0
+    plain = Segmenter("unetpp", model, (32, 32), ROAD, device, precision)
+    assert plain.setting == "" and plain.title == "unetpp" and plain.forward_kwargs() == {}
+    with pytest.raises(ValueError, match="levels 1..4, not 5"):
+        Segmenter("unetpp", model, (32, 32), ROAD, device, precision, "fast", 5)(photo)
+
+
+def test_warm_latency_leaves_out_each_settings_first_run() -> None:
+    from segdemo.inference import WarmLatency
+
+    log = WarmLatency(keep=3)
+    assert log.median_ms("L4") is None and not log.is_warm("L4")
+    log.record("L4", 2246.0)  # the warm-up: kernels chosen, memory allocated
+    assert log.is_warm("L4") and log.median_ms("L4") is None and log.warm_runs("L4") == 0
+    log.record("L4", 30.0)
+    log.record("L4", 50.0)
+    assert log.median_ms("L4") == 40.0
+    log.record("L3", 900.0)
+    assert log.median_ms("L3") is None and log.median_ms("L4") == 40.0  # per setting
+    for ms in (10.0, 10.0, 10.0):
+        log.record("L4", ms)
+    assert log.median_ms("L4") == 10.0 and log.warm_runs("L4") == 3  # the last `keep` runs
