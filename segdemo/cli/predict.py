@@ -7,52 +7,44 @@ from pathlib import Path
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-    from PIL import Image
-
     from segdemo import viz
+    from segdemo.batch import OUTPUT_KINDS, iter_inputs, output_stems, prediction_files
     from segdemo.checkpoints import load_checkpoint
     from segdemo.images import load_image
-    from segdemo.inference import (
-        mask_to_size,
-        predict_mask,
-        prepare_model,
-        preprocess,
-        pruning_kwargs,
-    )
+    from segdemo.inference import Segmenter, prepare_model
     from segdemo.models import pruning_levels
 
+    paths, keep = iter_inputs(args.images)
+    stems = output_stems(paths, keep)
     ckpt = load_checkpoint(args.ckpt)
     model, device, precision = prepare_model(ckpt.model, args.device, args.precision)
-    label_set = ckpt.label_set
-    forward_kwargs = {}
+    mode = level = None
     if args.mode or args.level:
-        if not pruning_levels(model):
+        levels = pruning_levels(model)
+        if not levels:
             raise ValueError(f"{ckpt.path.name} holds a {ckpt.metadata['model']} without levels")
-        forward_kwargs = pruning_kwargs(model, args.mode, args.level)
+        mode, level = args.mode or "accurate", args.level or levels
+    segmenter = Segmenter(
+        ckpt.path.stem, model, ckpt.input_size, ckpt.label_set, device, precision, mode, level
+    )
+    segmenter.forward_kwargs()  # a level the model does not have fails here, before any work
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for image_path in args.images:
+    for image_path, stem in zip(paths, stems, strict=True):
         try:
             image = load_image(image_path)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             failures += 1
             continue
-        batch = preprocess(image, ckpt.input_size, ckpt.normalization)
-        mask = predict_mask(model, batch, device, precision, **forward_kwargs)[0]
-        mask = mask_to_size(mask, image.shape[:2]).cpu().numpy().astype(np.uint8)
-        stem = Path(image_path).stem
-        Image.fromarray(mask).save(out / f"{stem}_trainids.png")
-        Image.fromarray(viz.colorize(mask, label_set)).save(out / f"{stem}_mask.png")
-        Image.fromarray(viz.overlay(image, mask, label_set, args.alpha)).save(
-            out / f"{stem}_overlay.png"
-        )
-        legend = viz.legend_entries(mask, label_set)
-        Image.fromarray(viz.legend_image(legend)).save(out / f"{stem}_legend.png")
+        mask = segmenter(image)
+        files = prediction_files(image, mask, ckpt.label_set, args.alpha)
+        (out / stem).parent.mkdir(parents=True, exist_ok=True)
+        for kind in OUTPUT_KINDS:
+            (out / f"{stem}_{kind}.png").write_bytes(files[kind])
+        legend = viz.legend_entries(mask, ckpt.label_set)
         classes = ", ".join(f"{e['name']} {100 * e['fraction']:.0f}%" for e in legend[:5])
-        print(f"{image_path}: {classes} -> {out / stem}_{{mask,overlay,trainids,legend}}.png")
+        print(f"{image_path}: {classes} -> {out / stem}_{{{','.join(OUTPUT_KINDS)}}}.png")
     return 2 if failures else 0
 
 
@@ -74,9 +66,16 @@ def cmd_export(args) -> int:
 
 
 def add_parsers(sub) -> None:
-    pr = sub.add_parser("predict", help="segment photos: colour mask, overlay, train-id PNG")
+    pr = sub.add_parser(
+        "predict",
+        help="segment photos or folders of photos: train-id PNG, colour mask, overlay, legend",
+        description="Segment photos. A folder argument means every photo under it, its "
+        "sub-folders mirrored in --out. Each photo's outputs are named after it; photos whose "
+        "names clash (a/x.jpg and b/x.png) take their folder (a/x, b/x) or suffix (x_jpg) into "
+        "the name, so no photo's outputs overwrite another's.",
+    )
     pr.add_argument("--ckpt", required=True)
-    pr.add_argument("images", nargs="+")
+    pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     pr.add_argument("--out", required=True)
     pr.add_argument("--mode", choices=["fast", "accurate"])
     pr.add_argument("--level", type=int, help="U-Net++ pruning level (default: the deepest)")

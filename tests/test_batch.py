@@ -1,0 +1,126 @@
+"""Many photos in, masks out: output names that never collide, the ZIP, ``predict DIR``."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path, PurePath
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segdemo.batch import OUTPUT_KINDS, batch_zip, iter_inputs, output_stems
+from segdemo.checkpoints import build_metadata, save_checkpoint
+from segdemo.cli import main
+from segdemo.inference import Segmenter, prepare_model
+from segdemo.labels import get_label_set
+from segdemo.models import create_model
+
+
+def test_output_names_never_collide():
+    assert output_stems([PurePath("/p/a/x.jpg"), PurePath("/p/b/y.png")]) == ["x", "y"]
+    # The issue's case: the second result must not land on the first.
+    assert output_stems([PurePath("/p/a/x.jpg"), PurePath("/p/b/x.png")]) == ["a/x", "b/x"]
+    # Same folder, same stem: the suffix tells them apart.
+    assert output_stems([PurePath("/p/x.jpg"), PurePath("/p/x.png")]) == ["x_jpg", "x_png"]
+    # The same file twice: numbered.
+    assert output_stems([PurePath("/p/x.jpg")] * 3) == ["x", "x-2", "x-3"]
+    # Only the clashing names grow; a folder's photos keep their sub-folders.
+    names = output_stems(
+        [PurePath("/d/sub/x.jpg"), PurePath("/d/y.jpg"), PurePath("/e/y.jpg")], keep=[2, 1, 1]
+    )
+    assert names == ["sub/x", "d/y", "e/y"]
+    assert output_stems([PurePath("x.jpg"), PurePath("x.jpg.png")]) == ["x", "x.jpg"]
+
+
+def test_iter_inputs_expands_folders_and_names_what_is_missing(tmp_path):
+    (tmp_path / "photos" / "night").mkdir(parents=True)
+    for name in ("a.jpg", "night/b.png", "notes.txt"):
+        (tmp_path / "photos" / name).write_bytes(b"x")
+    single = tmp_path / "c.webp"
+    single.write_bytes(b"x")
+    paths, keep = iter_inputs([tmp_path / "photos", single])
+    assert [p.name for p in paths] == ["a.jpg", "b.png", "c.webp"] and keep == [1, 2, 1]
+    assert output_stems(paths, keep) == ["a", "night/b", "c"]
+    with pytest.raises(FileNotFoundError, match="nothing.jpg does not exist"):
+        iter_inputs([tmp_path / "nothing.jpg"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty holds no photos"):
+        iter_inputs([tmp_path / "empty"])
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = create_model("unetpp", 19, base_width=4).eval()
+    meta = build_metadata(model, get_label_set("cityscapes19"), (32, 32), model.normalization)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, model, meta)
+    return path
+
+
+def photo(height: int, width: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+
+
+def test_batch_zip_holds_every_photo_of_every_model(tiny_checkpoint):
+    from segdemo.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    model, device, precision = prepare_model(ckpt.model, "cpu", "fp32")
+    label_set = ckpt.label_set
+    runs = [
+        Segmenter("tiny", model, (32, 32), label_set, device, precision, "fast", 1),
+        Segmenter("tiny", model, (32, 32), label_set, device, precision, "accurate", 2),
+    ]
+    calls = []
+    archive, problems = batch_zip(
+        [("x.jpg", photo(20, 30, 0)), ("x.png", photo(24, 24, 1)), ("bad.jpg", b"not a photo")],
+        runs,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert problems == ["bad.jpg is not an image segdemo can read (JPG, PNG, WebP, ...)"]
+    assert calls[-1] == (6, 6) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    with zipfile.ZipFile(io.BytesIO(archive)) as z:
+        names = set(z.namelist())
+        expected = {
+            f"{folder}/{stem}_{kind}.png"
+            for folder in ("tiny_fast-L1", "tiny_accurate-L2")
+            for stem in ("x_jpg", "x_png")
+            for kind in OUTPUT_KINDS
+        }
+        assert names == expected
+        ids = np.asarray(Image.open(io.BytesIO(z.read("tiny_fast-L1/x_jpg_trainids.png"))))
+        assert ids.shape == (20, 30) and ids.max() < 19
+        assert (ids == runs[0](photo(20, 30, 0))).all()
+        colour = Image.open(io.BytesIO(z.read("tiny_accurate-L2/x_png_mask.png")))
+        assert colour.mode == "RGB" and colour.size == (24, 24)
+
+
+def test_predict_a_folder_without_overwriting(tiny_checkpoint, tmp_path, capsys):
+    for folder, name, seed in (("a", "x.jpg", 0), ("b", "x.png", 1), ("b/deep", "y.png", 2)):
+        (tmp_path / "in" / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(photo(20 + seed, 30, seed)).save(tmp_path / "in" / folder / name)
+    out = tmp_path / "out"
+    # Two photos called x, named one after the other on the command line (the issue's case).
+    code = main(["predict", "--ckpt", str(tiny_checkpoint), str(tmp_path / "in" / "a" / "x.jpg"),
+                 str(tmp_path / "in" / "b" / "x.png"), "--out", str(out), "--precision", "fp32"])  # fmt: skip
+    assert code == 0
+    first = np.asarray(Image.open(out / "a" / "x_trainids.png"))
+    second = np.asarray(Image.open(out / "b" / "x_trainids.png"))
+    assert first.shape == (20, 30) and second.shape == (21, 30)
+    # A folder: every photo under it, sub-folders mirrored.
+    out2 = tmp_path / "out2"
+    code = main(["predict", "--ckpt", str(tiny_checkpoint), str(tmp_path / "in"), "--out",
+                 str(out2), "--mode", "fast", "--level", "2", "--precision", "fp32"])  # fmt: skip
+    assert code == 0
+    written = sorted(str(p.relative_to(out2)) for p in out2.rglob("*.png"))
+    assert written == sorted(
+        f"{stem}_{kind}.png" for stem in ("a/x", "b/x", "b/deep/y") for kind in OUTPUT_KINDS
+    )
+    assert "b/deep/y_" in capsys.readouterr().out
+    assert main(["predict", "--ckpt", str(tiny_checkpoint), str(tmp_path / "missing"),
+                 "--out", str(out2)]) == 2  # fmt: skip
+    assert "missing does not exist" in capsys.readouterr().err
