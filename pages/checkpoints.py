@@ -2,6 +2,9 @@
 
 Bundled checkpoints ship with the repository and are read-only here; checkpoints of runs
 and uploads (under ``runs/``) can be renamed and deleted (deleting asks for confirmation).
+A file that fails a check is listed as broken with its reason and can be deleted too.
+Everything a file says about itself (names, metadata, errors quoting them) is shown as
+text, never as Markdown.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from segdemo.checkpoints import CheckpointError, read_metadata
+from segdemo.models import get_model_config, pruning_levels
 from segdemo_app import checkpoint_store, common
+from segdemo_app.common import literal_markdown
 
 common.init_state()
 state = st.session_state
@@ -102,12 +107,12 @@ def iou_chart(per_class_iou: dict, title: str) -> go.Figure:
     return figure
 
 
-def level_table(checkpoint, metrics: dict) -> pd.DataFrame:
+def level_table(checkpoint, metrics: dict, levels: int) -> pd.DataFrame:
     """mIoU and parameters of a U-Net++ per pruning level, fast and accurate mode."""
     per_level = metrics.get("per_level") or {}
     model = checkpoint.model if checkpoint is not None else None
     table = []
-    for level in range(1, 5):
+    for level in range(1, levels + 1):
         row = {"level": f"L{level}"}
         for mode in ("fast", "accurate"):
             found = (per_level.get(mode) or {}).get(str(level)) or {}
@@ -118,75 +123,37 @@ def level_table(checkpoint, metrics: dict) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-st.title("Checkpoints")
-for kind, message in state["checkpoints_notices"]:
-    (st.error if kind == "error" else st.success)(message)
-state["checkpoints_notices"] = []
-
-rows = common.available_checkpoints()
-if not rows:
-    st.info("No checkpoints yet: train one in a minute, or upload one below.")
-    common.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
-else:
-    st.dataframe(
-        pd.DataFrame(
-            {
-                "model": row["model"],
-                "label set": row["label_set"],
-                "dataset": row.get("dataset"),
-                "input size": "×".join(str(s) for s in row["input_size"] or []),
-                "mIoU": row["miou"],
-                "created": (row["created"] or "")[:16].replace("T", " "),
-                "bundled": row["bundled"],
-                "path": row["path"],
-            }
-            for row in rows
-        ),
-        hide_index=True,
-        column_config={"mIoU": st.column_config.NumberColumn(format="%.3f")},
-        key="checkpoints_table",
-    )
-
-    by_path = {row["path"]: row for row in rows}
-    if state["checkpoints_selected"] not in by_path:
-        state["checkpoints_selected"] = rows[0]["path"]
-    selected = st.selectbox(
-        "Details of",
-        list(by_path),
-        format_func=lambda p: by_path[p]["label"],
-        key="checkpoints_selected",
-        on_change=on_select,
-    )
-    row = by_path[selected]
-    path = Path(selected)
-    try:
-        meta = read_metadata(path)
-    except CheckpointError as e:
-        st.error(str(e))
-        meta = {}
-    best = (meta.get("metrics") or {}).get("best") or {}
+def details(row: dict, meta: dict, path: Path) -> str:
+    """The checkpoint in a few lines of plain text (every value comes from the file)."""
     listed, listed_mode = common.stored_metrics(meta)
+    kwargs = ", ".join(f"{k}={v}" for k, v in (meta.get("model_kwargs") or {}).items())
+    trained = [common.dataset_description(meta) or "n/a"]
+    trained += [f"{key} {meta[key]}" for key in ("epoch", "step") if meta.get(key) is not None]
+    mode = f" ({listed_mode} mode, full depth)" if listed_mode else ""
+    lines = [
+        f"model: {meta['model']}" + (f" ({kwargs})" if kwargs else ""),
+        f"label set: {meta['label_set']['name']} ({meta['num_classes']} classes)",
+        f"trained on: {', '.join(trained)}",
+        f"input size: {' × '.join(str(s) for s in meta['input_size'])} (H × W)",
+        f"val mIoU {number(listed.get('miou'))}{mode}, "
+        f"pixel accuracy {number(listed.get('pixel_accuracy'))}",
+        f"created: {meta.get('created') or 'n/a'}",
+        f"file: {path} ({path.stat().st_size / 1e6:.1f} MB)",
+    ]
+    return "\n".join(lines)
 
+
+def show_checkpoint(row: dict, path: Path) -> None:
+    try:
+        meta = read_metadata(path)  # fresh: the listing may be cached
+    except CheckpointError as e:
+        st.error(literal_markdown(str(e)))
+        return
+    best = (meta.get("metrics") or {}).get("best") or {}
     info_col, chart_col = st.columns([2, 3])
     with info_col:
-        config = meta.get("train_config") or {}
-        size = " × ".join(str(s) for s in meta.get("input_size") or [])
-        if path.is_file():
-            st.markdown(
-                f"**{row['label']}**\n\n"
-                f"- model: `{meta.get('model')}` {meta.get('model_kwargs') or ''}\n"
-                f"- label set: {row['label_set']} ({meta.get('num_classes')} classes)\n"
-                f"- trained on: {config.get('data', 'n/a')}, epoch {meta.get('epoch', 'n/a')}, "
-                f"step {meta.get('step', 'n/a')}\n"
-                f"- input size: {size} (H × W)\n"
-                f"- val mIoU {number(listed.get('miou'))}"
-                + (f" ({listed_mode} mode, full depth)" if listed_mode else "")
-                + f", pixel accuracy {number(listed.get('pixel_accuracy'))}\n"
-                f"- created: {meta.get('created', 'n/a')}\n"
-                f"- file: `{path}` ({path.stat().st_size / 1e6:.1f} MB)"
-            )
-        else:
-            st.warning(f"{path.name} no longer exists.")
+        st.markdown(f"**{literal_markdown(row['label'])}**")
+        st.text(details(row, meta, path))
     with chart_col:
         if best.get("per_class_iou"):
             st.plotly_chart(
@@ -199,12 +166,17 @@ else:
     if row["supports_pruning"]:
         st.subheader("Pruning levels")
         try:
-            checkpoint = common.load_model(selected)[0]
+            checkpoint = common.load_model(path)[0]
         except CheckpointError as e:
-            st.error(str(e))
+            st.error(literal_markdown(str(e)))
             checkpoint = None
+        levels = (
+            pruning_levels(checkpoint.model)
+            if checkpoint is not None
+            else get_model_config(meta["model"]).num_levels
+        )
         st.dataframe(
-            level_table(checkpoint, best),
+            level_table(checkpoint, best, levels),
             hide_index=True,
             column_config={
                 name: st.column_config.NumberColumn(format="%.3f")
@@ -216,11 +188,13 @@ else:
     with st.expander("Metadata"):
         st.json(compact({k: v for k, v in meta.items() if k not in HIDDEN_METADATA}), expanded=1)
 
+
+def manage(row: dict, path: Path) -> None:
     st.subheader("Manage")
     download_col, rename_col, delete_col = st.columns(3)
     with download_col:
         st.download_button(
-            f"Download {path.name}",
+            f"Download {literal_markdown(path.name)}",
             data=lambda: path.read_bytes(),
             file_name=path.name,
             mime="application/octet-stream",
@@ -233,36 +207,105 @@ else:
         rename_col.caption(
             "Bundled checkpoints ship with the repository: they cannot be renamed or deleted here."
         )
+        return
+    with rename_col:
+        st.text_input("New name", key="checkpoints_new_name", placeholder=path.stem)
+        st.button(
+            "Rename",
+            on_click=on_rename,
+            args=(str(path),),
+            disabled=not state["checkpoints_new_name"].strip(),
+            key="checkpoints_rename",
+        )
+    with delete_col:
+        st.checkbox(
+            f"Yes, delete {literal_markdown(path.name)} for good", key="checkpoints_confirm_delete"
+        )
+        st.button(
+            "Delete",
+            on_click=on_delete,
+            args=(str(path),),
+            type="primary",
+            disabled=not state["checkpoints_confirm_delete"],
+            key="checkpoints_delete",
+        )
+
+
+st.title("Checkpoints")
+for kind, message in state["checkpoints_notices"]:
+    (st.error if kind == "error" else st.success)(literal_markdown(message))
+state["checkpoints_notices"] = []
+
+rows = common.available_checkpoints()
+broken = common.broken_checkpoints()
+if not rows and not broken:
+    st.info("No checkpoints yet: train one in a minute, or upload one below.")
+    common.page_link("pages/train.py", label="Train a model", icon=":material/model_training:")
+if rows:
+    st.dataframe(
+        pd.DataFrame(
+            {
+                "model": row["model"],
+                "label set": row["label_set"],
+                "dataset": row["dataset"],
+                "input size": "×".join(str(s) for s in row["input_size"]),
+                "mIoU": row["miou"],
+                "created": (row["created"] or "")[:16].replace("T", " "),
+                "bundled": row["bundled"],
+                "path": row["path"],
+            }
+            for row in rows
+        ),
+        hide_index=True,
+        column_config={"mIoU": st.column_config.NumberColumn(format="%.3f")},
+        key="checkpoints_table",
+    )
+if broken:
+    st.warning(
+        f"{len(broken)} file{'s' if len(broken) > 1 else ''} in the checkpoint folders "
+        f"{'fail' if len(broken) > 1 else 'fails'} a check: the other pages do not offer "
+        f"{'them' if len(broken) > 1 else 'it'}. Select one below to see why, or to delete it.",
+        icon=":material/warning:",
+    )
+    st.dataframe(
+        pd.DataFrame({"file": b["label"], "problem": b["error"]} for b in broken),
+        hide_index=True,
+        key="checkpoints_broken_table",
+    )
+
+entries = {row["path"]: row for row in rows} | {b["path"]: b for b in broken}
+if entries:
+    if state["checkpoints_selected"] not in entries:
+        state["checkpoints_selected"] = next(iter(entries))
+    selected = st.selectbox(
+        "Details of",
+        list(entries),
+        format_func=lambda p: entries[p]["label"],
+        key="checkpoints_selected",
+        on_change=on_select,
+    )
+    row = entries[selected]
+    path = Path(selected)
+    if not path.is_file():
+        st.warning(f"{literal_markdown(path.name)} no longer exists.")
+    elif "error" in row:
+        st.error(literal_markdown(row["error"]), icon=":material/broken_image:")
     else:
-        with rename_col:
-            st.text_input("New name", key="checkpoints_new_name", placeholder=path.stem)
-            st.button(
-                "Rename",
-                on_click=on_rename,
-                args=(selected,),
-                disabled=not state["checkpoints_new_name"].strip(),
-                key="checkpoints_rename",
-            )
-        with delete_col:
-            st.checkbox(f"Yes, delete {path.name} for good", key="checkpoints_confirm_delete")
-            st.button(
-                "Delete",
-                on_click=on_delete,
-                args=(selected,),
-                type="primary",
-                disabled=not state["checkpoints_confirm_delete"],
-                key="checkpoints_delete",
-            )
+        show_checkpoint(row, path)
+    manage(row, path)
 
 st.subheader("Upload a checkpoint")
 st.file_uploader(
-    "A segdemo checkpoint: .safetensors, or .pt/.pth with plain tensors (converted to .safetensors)",
+    "A segdemo checkpoint: .safetensors, or .pt/.pth with plain tensors (converted to "
+    f".safetensors), up to {checkpoint_store.MAX_UPLOAD_MB} MB",
     type=["safetensors", "pt", "pth"],
     key=f"checkpoints_upload_{state['checkpoints_upload_nonce']}",
     on_change=on_upload,
-    max_upload_size=500,
+    max_upload_size=checkpoint_store.MAX_UPLOAD_MB,
 )
 st.caption(
-    "Each upload is checked before it is kept: files that are truncated, lack segdemo "
-    "metadata, or hold pickled Python objects that would run code are refused."
+    "Each upload is checked completely before it is kept: files that are truncated, lack "
+    "segdemo metadata or break its rules (names, sizes, numeric ranges), describe a model "
+    "larger than segdemo loads, carry weights that do not fit, or hold pickled Python "
+    "objects that would run code are refused, and nothing is written."
 )

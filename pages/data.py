@@ -1,6 +1,12 @@
-"""Data: what a dataset folder holds, as the loaders see it, before training on it."""
+"""Data: what a dataset folder holds, as the loaders see it, before training on it.
+
+File names come from the dataset folder: problems and paths are shown as text, never as
+Markdown.
+"""
 
 from __future__ import annotations
+
+import html
 
 import pandas as pd
 import streamlit as st
@@ -10,6 +16,7 @@ from segdemo.labels import list_label_sets
 from segdemo.viz import colorize, legend_entries, overlay
 from segdemo_app import common
 from segdemo_app import data as ui
+from segdemo_app.common import literal_markdown
 from segdemo_app.dataset_picker import dataset_picker
 
 common.init_state()
@@ -32,7 +39,7 @@ try:
     report = ui.inspect(choice.data, choice.fmt, label_set)
     dataset = ui.open_browse_dataset(choice.data, report["format"], choice.split, label_set)
 except ValueError as e:
-    st.error(str(e))
+    st.error(literal_markdown(str(e)))
     st.stop()
 
 cols = st.columns(2 + len(report["splits"]))
@@ -48,7 +55,7 @@ st.caption("Image sizes: " + "; ".join(f"{split}: {text or '?'}" for split, text
 problems = report["problems"] + [p for p in dataset.problems if p not in report["problems"]]
 if problems:
     with st.expander(f"{len(problems)} problem(s) reported by the loader", expanded=True):
-        st.markdown("\n".join(f"- {p}" for p in problems))
+        st.text("\n".join(f"- {p}" for p in problems))
 else:
     st.success("The loader reported no problems.")
 
@@ -65,9 +72,9 @@ if view == "One image":
     try:
         image, mask = dataset.read_raw(index)
     except ValueError as e:
-        st.error(str(e))
+        st.error(literal_markdown(str(e)))
     else:
-        st.caption(dataset.item_path(index))
+        st.text(dataset.item_path(index))
         columns = st.columns(3)
         columns[0].image(image, caption="image")
         columns[1].image(colorize(mask, dataset.label_set), caption="mask")
@@ -76,7 +83,7 @@ if view == "One image":
         st.markdown(
             " ".join(
                 f"<span style='background:{e['color']};padding:0 .6em;border:1px solid #555'>"
-                f"</span> {e['name']} {100 * e['fraction']:.1f}%"
+                f"</span> {html.escape(e['name'])} {100 * e['fraction']:.1f}%"
                 for e in legend
             ),
             unsafe_allow_html=True,
@@ -87,7 +94,7 @@ else:
         try:
             image, mask = dataset.read_raw(i)
         except ValueError as e:
-            columns[k % 3].error(str(e))
+            columns[k % 3].error(literal_markdown(str(e)))
             continue
         columns[k % 3].image(overlay(image, mask, dataset.label_set, alpha), caption=f"{i}")
 

@@ -2,10 +2,12 @@
 
 No Streamlit here. Nothing is ever overwritten: new names are claimed with ``os.link``,
 which fails when the name exists, so two uploads of ``model.safetensors`` give
-``model.safetensors`` and ``model-2.safetensors``. An upload is written to a private
-temporary folder and loaded with ``load_checkpoint`` (the safe loader, which refuses
-pickles that would run code) before anything appears in the checkpoints folder, so a bad
-upload leaves nothing behind.
+``model.safetensors`` and ``model-2.safetensors``. An upload of at most
+:data:`MAX_UPLOAD_MB` is written to a private temporary folder and loaded with
+``load_checkpoint`` (the safe loader: it refuses pickles that would run code, metadata
+that breaks the schema, models over the size limits and weights that do not fit) before
+anything appears in the checkpoints folder, so a bad upload leaves nothing behind. A kept
+upload gets the mode of a trained checkpoint (``CHECKPOINT_FILE_MODE``).
 """
 
 from __future__ import annotations
@@ -16,9 +18,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from segdemo.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from segdemo.checkpoints import (
+    CHECKPOINT_FILE_MODE,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+#: The largest checkpoint the Checkpoints page accepts (a 200 M-parameter model in fp16
+#: takes 400 MB; the bundled ones take 4 to 14 MB).
+MAX_UPLOAD_MB = 500
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -41,23 +51,32 @@ def _claim(source: Path, folder: Path, stem: str) -> Path:
     raise CheckpointError(f"{folder} already holds too many checkpoints named {stem}")
 
 
-def import_checkpoint(data: bytes, filename: str, folder: str | Path) -> Path:
+def import_checkpoint(
+    data: bytes, filename: str, folder: str | Path, max_mb: int = MAX_UPLOAD_MB
+) -> Path:
     """Validate an uploaded checkpoint and keep it in ``folder`` as ``.safetensors``.
 
     ``.pt``/``.pth`` files are read with ``torch.load(weights_only=True)`` and converted.
+
+    Args:
+        max_mb: the largest file accepted, in MiB (the Checkpoints page's stated limit).
 
     Returns:
         The path of the new file (a free name: an existing file is never replaced).
 
     Raises:
-        CheckpointError: one sentence: wrong suffix, unreadable/truncated file, a pickle
-            that would run code, missing metadata or weights that do not fit.
+        CheckpointError: one sentence: wrong suffix, over ``max_mb``, or
+            anything ``load_checkpoint`` refuses.
     """
     folder = Path(folder)
     suffix = Path(filename).suffix.lower()
     if suffix not in CHECKPOINT_SUFFIXES:
         raise CheckpointError(
             f"{filename} is not a checkpoint file; upload a {', '.join(CHECKPOINT_SUFFIXES)} file"
+        )
+    if len(data) > max_mb * 2**20:
+        raise CheckpointError(
+            f"{filename} is {len(data) / 2**20:,.1f} MB; uploads may be at most {max_mb} MB"
         )
     stem = safe_stem(filename)
     with tempfile.TemporaryDirectory(prefix="segdemo-upload-") as scratch:
@@ -73,6 +92,7 @@ def import_checkpoint(data: bytes, filename: str, folder: str | Path) -> Path:
         try:
             if suffix == ".safetensors":
                 shutil.copyfile(candidate, staged)
+                os.chmod(staged, CHECKPOINT_FILE_MODE)  # mkstemp made it private
             else:
                 save_checkpoint(staged, checkpoint.model, checkpoint.metadata)
             return _claim(staged, folder, stem)

@@ -2,19 +2,28 @@
 
 Pages stay thin: widgets, one library call, render. Models are loaded once per checkpoint
 (``st.cache_resource`` keyed by path and mtime) and never mutated after loading.
+
+Checkpoint files are untrusted: the listing checks each one completely
+(``segdemo.checkpoints.scan_checkpoints``) and offers only those that pass; the others are
+listed as broken with their reason, for the Checkpoints page to show and delete. Text that
+comes from a file (its name, its metadata, an error quoting them) is shown with text
+elements (``st.text``, tables, ``st.json``) or, inside alerts and labels, through
+:func:`literal_markdown`, never as Markdown.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
 import torch
 
 from segdemo import runtime
-from segdemo.checkpoints import CheckpointError, list_checkpoints, load_checkpoint
+from segdemo.checkpoints import CheckpointError, load_checkpoint, scan_checkpoints
 from segdemo.inference import prepare_model, pruning_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,9 +95,46 @@ def _listing_key() -> tuple:
     key = []
     for folder in checkpoint_folders():
         for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-            stat = path.stat()
-            key.append((str(path), stat.st_mtime_ns, stat.st_size))
+            with contextlib.suppress(OSError):  # removed meanwhile: the next key says so
+                stat = path.stat()
+                key.append((str(path), stat.st_mtime_ns, stat.st_size))
     return tuple(key)
+
+
+_WORD_JOINER = "\u2060"
+_AUTOLINK = re.compile(r"(?i)://|www(?=\.)|@")
+
+
+def literal_markdown(text: str) -> str:
+    """Markdown that shows ``text`` exactly as it is: no emphasis, links, images, HTML,
+    LaTeX or colour directives. For alerts and labels quoting a file name or metadata.
+
+    Every ASCII punctuation character is backslash-escaped, and an invisible word joiner
+    goes into ``://``, ``www.`` and ``@``, which Streamlit would otherwise turn into links.
+    """
+    text = _AUTOLINK.sub(lambda m: m.group(0)[0] + _WORD_JOINER + m.group(0)[1:], str(text))
+    return "".join(
+        "\\" + c if c.isascii() and not c.isalnum() and not c.isspace() else c for c in text
+    )
+
+
+def dataset_description(metadata: dict) -> str | None:
+    """The dataset a checkpoint was trained on, as ``"<format> · <folder name>"`` (e.g.
+    ``"pairs · cityscapes_pairs"``), not the trainer's absolute path; None when unknown."""
+    from segdemo.data import detect_format
+
+    config = metadata.get("train_config") or {}
+    data = config.get("data")
+    if not data:
+        return None
+    if data == "synthetic":
+        return "synthetic"
+    fmt = config.get("data_format") or "auto"
+    if fmt == "auto":  # the format the trainer detected is not stored: detect it again
+        with contextlib.suppress(ValueError, OSError):
+            fmt = detect_format(data)
+    folder = Path(data).name or data
+    return folder if fmt == "auto" else f"{fmt} · {folder}"
 
 
 def default_mode(metadata: dict, num_levels: int) -> str:
@@ -117,45 +163,69 @@ def stored_metrics(metadata: dict) -> tuple[dict, str | None]:
     return best["per_level"][mode][str(top)], mode
 
 
+def _row(path: Path, meta: dict) -> dict:
+    from segdemo.models import get_model_config
+
+    listed, mode = stored_metrics(meta)
+    kwargs = meta.get("model_kwargs", {})
+    return {
+        "path": str(path),
+        "label": checkpoint_label(path, meta),
+        "model": meta["model"],
+        "model_kwargs": kwargs,
+        "label_set": meta["label_set"]["name"],
+        "num_classes": meta["num_classes"],
+        "dataset": dataset_description(meta),
+        "input_size": meta["input_size"],
+        "miou": listed.get("miou"),
+        "miou_mode": mode,  # the U-Net++ mode that mIoU was measured in
+        "created": meta.get("created"),
+        "bundled": path.parent == BUNDLED_DIR,
+        # Without deep supervision a U-Net++ has one head: nothing to prune.
+        "supports_pruning": get_model_config(meta["model"]).supports_pruning
+        and kwargs.get("deep_supervision", True),
+    }
+
+
 @st.cache_data(show_spinner=False)
-def _available(key: tuple) -> list[dict]:
-    rows = []
+def _scan(key: tuple) -> tuple[list[dict], list[dict]]:
+    rows, broken = [], []
     for folder in checkpoint_folders():
-        found = list_checkpoints(folder)
-        names = {path.name for path, _ in found}
-        for path, meta in found:
-            if path.name == "last.safetensors" and "best.safetensors" in names:
+        found = scan_checkpoints(folder)
+        names = {c.path.name for c in found if not c.broken}
+        for checkpoint in found:
+            path = checkpoint.path
+            if checkpoint.broken:
+                broken.append(
+                    {
+                        "path": str(path),
+                        "label": checkpoint_label(path, None),
+                        "error": checkpoint.error,
+                        "bundled": path.parent == BUNDLED_DIR,
+                    }
+                )
+            elif path.name == "last.safetensors" and "best.safetensors" in names:
                 continue  # a run folder offers its best epoch; last is for --resume
-            listed, mode = stored_metrics(meta)
-            rows.append(
-                {
-                    "path": str(path),
-                    "label": checkpoint_label(path, meta),
-                    "model": meta.get("model"),
-                    "model_kwargs": meta.get("model_kwargs", {}),
-                    "label_set": meta.get("label_set", {}).get("name"),
-                    "num_classes": meta.get("num_classes"),
-                    "dataset": (meta.get("train_config") or {}).get("data"),
-                    "input_size": meta.get("input_size"),
-                    "miou": listed.get("miou"),
-                    "miou_mode": mode,  # the U-Net++ mode that mIoU was measured in
-                    "created": meta.get("created"),
-                    "bundled": path.parent == BUNDLED_DIR,
-                    "supports_pruning": meta.get("model") in ("unetpp", "unetpp_ds")
-                    and meta.get("model_kwargs", {}).get("deep_supervision", True),
-                }
-            )
-    return rows
+            else:
+                rows.append(_row(path, checkpoint.metadata))
+    return rows, broken
 
 
 def available_checkpoints() -> list[dict]:
-    """Every readable checkpoint (bundled first), as plain dicts for tables and pickers."""
-    return _available(_listing_key())
+    """Every checkpoint that passes every check (bundled first), as plain dicts for tables
+    and pickers."""
+    return _scan(_listing_key())[0]
 
 
-def checkpoint_label(path: Path, meta: dict) -> str:
+def broken_checkpoints() -> list[dict]:
+    """Checkpoint files that fail a check: ``{"path", "label", "error", "bundled"}`` each,
+    ``error`` being the one-sentence reason."""
+    return _scan(_listing_key())[1]
+
+
+def checkpoint_label(path: Path, meta: dict | None) -> str:
     folder = path.parent.name if path.parent not in (BUNDLED_DIR,) else "bundled"
-    return f"{folder}/{path.stem} ({meta.get('model')})"
+    return f"{folder}/{path.stem} ({meta['model'] if meta else 'broken'})"
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -216,14 +286,21 @@ def sidebar() -> None:
     """Checkpoints and datasets available, and how inference runs on this machine."""
     with st.sidebar:
         rows = available_checkpoints()
+        broken = broken_checkpoints()
         st.caption("Checkpoints")
         if rows:
             for row in rows[:12]:
                 mode = f" ({row['miou_mode']})" if row["miou_mode"] else ""
                 miou = f" · mIoU {row['miou']:.3f}{mode}" if row["miou"] is not None else ""
-                st.markdown(f"- `{row['label']}`{miou}")
-        else:
+                st.text(f"{row['label']}{miou}")
+        elif not broken:
             st.info("No checkpoints yet: train one in a minute on the Train page.")
+        if broken:
+            st.warning(
+                f"{len(broken)} checkpoint file{'s' if len(broken) > 1 else ''} cannot be "
+                "loaded; the Checkpoints page says why.",
+                icon=":material/warning:",
+            )
         st.caption("Datasets")
         st.markdown("- built-in synthetic street scenes\n- any folder the loaders accept")
         st.caption("Inference")
@@ -239,9 +316,12 @@ __all__ = [
     "MODEL_STATE_DEFAULTS",
     "STATE_DEFAULTS",
     "available_checkpoints",
+    "broken_checkpoints",
     "checkpoint_folders",
+    "dataset_description",
     "init_model_state",
     "init_state",
+    "literal_markdown",
     "load_model",
     "model_cost",
     "model_state_key",

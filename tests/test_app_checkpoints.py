@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 
 import pytest
 import torch
+from checkpoint_cases import CASES
+from markdown_text import shown
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from segdemo.checkpoints import CheckpointError, load_checkpoint, read_metadata
@@ -73,7 +77,7 @@ def test_malicious_pickle_is_refused_and_never_runs(app_dirs, tmp_path):
 
     at = upload(open_page(), "evil.pt", data)
     assert not at.exception
-    assert len(at.error) == 1 and "evil.pt was refused" in at.error[0].value
+    assert len(at.error) == 1 and "evil.pt was refused" in shown(at.error[0].value)
     assert not marker.exists()
     assert not app_dirs["uploaded"].exists() or not any(app_dirs["uploaded"].iterdir())
 
@@ -82,7 +86,7 @@ def test_truncated_safetensors_is_refused(app_dirs):
     data = (app_dirs["bundled"] / "unet.safetensors").read_bytes()
     at = upload(open_page(), "cut.safetensors", data[: len(data) // 2])
     assert not at.exception
-    assert len(at.error) == 1 and at.error[0].value.startswith("cut.safetensors is")
+    assert len(at.error) == 1 and shown(at.error[0].value).startswith("cut.safetensors is")
     assert not app_dirs["uploaded"].exists() or not any(app_dirs["uploaded"].iterdir())
 
 
@@ -90,9 +94,9 @@ def test_good_upload_appears_and_never_overwrites(app_dirs):
     data = (app_dirs["bundled"] / "unet.safetensors").read_bytes()
     at = upload(open_page(), "mine.safetensors", data)
     assert not at.exception and not at.error
-    assert "uploaded/mine.safetensors" in at.success[0].value
+    assert "uploaded/mine.safetensors" in shown(at.success[0].value)
     at = upload(at, "mine.safetensors", data)
-    assert "mine-2.safetensors" in at.success[0].value
+    assert "mine-2.safetensors" in shown(at.success[0].value)
     assert sorted(p.name for p in app_dirs["uploaded"].iterdir()) == [
         "mine-2.safetensors",
         "mine.safetensors",
@@ -134,7 +138,7 @@ def test_rename_then_delete_with_confirmation(app_dirs):
     at.button(key="checkpoints_delete").click().run()
     assert not at.exception and not at.error
     assert not renamed.exists()
-    assert "Deleted first_try.safetensors" in at.success[0].value
+    assert "Deleted first_try.safetensors" in shown(at.success[0].value)
     assert len(at.dataframe[0].value) == 2
 
 
@@ -147,3 +151,92 @@ def test_store_refuses_to_overwrite_on_rename(tmp_path, tiny_checkpoints):
     assert read_metadata(b)["model"] == "unetpp" and a.exists()
     with pytest.raises(CheckpointError, match="not a checkpoint file"):
         checkpoint_store.import_checkpoint(b"x", "notes.txt", tmp_path)
+
+
+def test_every_crafted_checkpoint_upload_is_refused_and_nothing_is_kept(app_dirs, tmp_path):
+    """Each broken metadata field, size bomb and wrong shape, uploaded in one session."""
+    at = open_page()
+    for name, make, expected in CASES:
+        path = make(tmp_path)
+        at = upload(at, path.name, path.read_bytes())
+        assert not at.exception, name
+        assert len(at.error) == 1, name
+        message = shown(at.error[0].value)
+        assert re.search(expected, message), (name, message)
+        assert not app_dirs["uploaded"].exists() or not any(app_dirs["uploaded"].iterdir()), name
+    assert len(at.dataframe[0].value) == 2  # the two good ones, still listed
+    assert not at.warning  # and no broken file: nothing was kept
+
+
+def test_the_issues_checkpoint_is_refused_and_every_page_keeps_working(app_dirs, tmp_path):
+    """A real U-Net checkpoint with "label_set": "cityscapes19" used to pass the upload check
+    and then take down the sidebar, Segment and Checkpoints for every new session."""
+    unet = load_checkpoint(app_dirs["bundled"] / "unet.safetensors")
+    bad = dict(unet.metadata, label_set="cityscapes19")
+    path = checkpoint_store.save_checkpoint(tmp_path / "unet.safetensors", unet.model, bad)
+    at = upload(open_page(), "unet.safetensors", path.read_bytes())
+    assert "label_set should be a JSON object" in shown(at.error[0].value)
+    fresh = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
+    assert not fresh.exception and not fresh.error
+    fresh.switch_page("pages/checkpoints.py").run()
+    assert not fresh.exception and not fresh.error
+
+
+def test_uploads_get_the_mode_of_trained_checkpoints(app_dirs):
+    data = (app_dirs["bundled"] / "unet.safetensors").read_bytes()
+    kept = checkpoint_store.import_checkpoint(data, "mine.safetensors", app_dirs["uploaded"])
+    trained = app_dirs["bundled"] / "unet.safetensors"  # written by training
+    assert kept.stat().st_mode & 0o777 == trained.stat().st_mode & 0o777 == 0o644
+
+
+def test_upload_over_the_stated_limit_is_refused(tmp_path):
+    assert checkpoint_store.MAX_UPLOAD_MB == 500
+    with pytest.raises(CheckpointError, match=r"big.safetensors is 2.0 MB; .* at most 1 MB"):
+        checkpoint_store.import_checkpoint(b"x" * 2**21, "big.safetensors", tmp_path, max_mb=1)
+    assert not any(tmp_path.iterdir())
+
+
+def test_broken_file_in_the_store_is_listed_with_its_reason_and_can_be_deleted(app_dirs):
+    app_dirs["uploaded"].mkdir()
+    by_name = {name: (make, expected) for name, make, expected in CASES}
+    make, expected = by_name["label_set_is_a_string"]
+    broken = make(app_dirs["uploaded"])
+    at = open_page()
+    assert not at.exception
+    assert "1 file in the checkpoint folders fails a check" in shown(at.warning[0].value)
+    table, problems = (frame.value for frame in at.dataframe)
+    assert len(table) == 2  # the good ones
+    assert list(problems["file"]) == ["uploaded/label_set_is_a_string (broken)"]
+    assert re.search(expected, problems["problem"][0])
+
+    at.selectbox(key="checkpoints_selected").set_value(str(broken)).run()
+    assert not at.exception
+    assert re.search(expected, shown(at.error[0].value))
+    at.checkbox(key="checkpoints_confirm_delete").check().run()
+    at.button(key="checkpoints_delete").click().run()
+    assert not at.exception and not at.error and not at.warning
+    assert not broken.exists()
+    assert "Deleted label_set_is_a_string.safetensors" in shown(at.success[0].value)
+
+
+def test_metadata_is_shown_as_text_never_as_markdown(app_dirs, tmp_path):
+    """Strings a file carries (a date, a dataset path) reach the page as they are."""
+    unet = load_checkpoint(app_dirs["bundled"] / "unet.safetensors")
+    created = "![x](http://example.com/x.png) [click](http://example.com) <b>bold</b>"
+    data = tmp_path / "cityscapes_pairs"  # a folder in the pairs layout
+    (data / "train").mkdir(parents=True)
+    Image.new("RGB", (8, 4)).save(data / "train" / "0.jpg")
+    meta = dict(unet.metadata, created=created)
+    meta["train_config"] = dict(meta["train_config"], data=str(data), data_format="auto")
+    run = app_dirs["runs"] / "run"
+    checkpoint_store.save_checkpoint(run / "best.safetensors", unet.model, meta)
+    at = open_page()
+    at.selectbox(key="checkpoints_selected").set_value(str(run / "best.safetensors")).run()
+    assert not at.exception and not at.error
+    details = at.text[0].value
+    assert f"created: {created}" in details
+    assert "trained on: pairs · cityscapes_pairs, epoch" in details
+    datasets = list(at.dataframe[0].value["dataset"])
+    assert "pairs · cityscapes_pairs" in datasets and not any(str(tmp_path) in d for d in datasets)
+    for element in [*at.markdown, *at.caption, *at.error, *at.success, *at.warning]:
+        assert "http://" not in element.value and "<b>" not in element.value

@@ -26,7 +26,7 @@ def test_landing_page_is_segment_with_sidebar(app_dirs):
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
     assert not at.exception
     assert at.title[0].value == "Segment street photos"
-    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    sidebar = " ".join(t.value for t in at.sidebar.text)  # file names: plain text
     assert "bundled/unet (unet)" in sidebar and "bundled/unetpp (unetpp)" in sidebar
 
 

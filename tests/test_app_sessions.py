@@ -63,3 +63,29 @@ def test_a_training_session_and_a_segmenting_session_do_not_interfere(
     assert info.status == "finished", info.error
     trainer.run()
     assert not trainer.exception and not trainer.error
+
+
+def test_every_page_renders_while_the_store_holds_broken_files(app_dirs):
+    """Broken files among the checkpoints (an upload, a run's best) never take a page or the
+    sidebar down: they are not offered for segmenting, and the sidebar says they exist."""
+    from checkpoint_cases import CASES
+
+    makers = {name: make for name, make, _ in CASES}
+    uploaded, run = app_dirs["uploaded"], app_dirs["runs"] / "crashed"
+    uploaded.mkdir()
+    run.mkdir()
+    makers["label_set_is_a_string"](uploaded)
+    makers["base_width_bomb"](uploaded)
+    makers["text_as_safetensors"](run).rename(run / "best.safetensors")
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception and not at.error
+    assert "3 checkpoint files cannot be loaded" in at.sidebar.warning[0].value
+    assert len(at.sidebar.text) == 2  # the two good checkpoints
+    for page in sorted((REPO / "pages").glob("*.py")):  # AppTest runs a page without the router
+        at.switch_page(f"pages/{page.name}").run()
+        assert not at.exception, page.name
+        assert at.title, page.name
+    at.switch_page("pages/segment.py").run()
+    offered = at.multiselect(key="segment_checkpoints").options
+    assert len(offered) == 2 and not any("broken" in label for label in offered)
