@@ -543,3 +543,201 @@ def render_scene(
 
     image = _post_process(scene, mode)
     return image, np.asarray(scene.mask, dtype=np.uint8).copy()
+
+
+# --- a short drive: the camera moving down one synthetic street -------------------------------
+
+#: Depth units per frame at which the camera moves (1 unit = the distance to the bottom row).
+DRIVE_SPEED = 0.15
+_DRIVE_NEAREST = 0.3  # depth at which drawing clips a facade (far off the frame by then)
+_DRIVE_VISIBLE = (0.8, 18.0)  # objects are drawn between these depths
+
+
+_DRIVE_CHUNK = 10.0  # the street is laid out in chunks of this depth, each from its own seed
+
+
+def _drive_world(seed: int, travel: float) -> dict:
+    """One street, laid out in world depth (camera-independent), widths as fractions of
+    the frame width: facades, lane dashes, and objects with their own drawing seeds.
+
+    The street is built chunk by chunk (each chunk from ``(seed, chunk)``), so what stands
+    at a depth does not depend on how far the drive goes (``travel``).
+    """
+    rng = np.random.default_rng([int(seed), 7])
+    layout = {
+        "road_l": rng.uniform(-0.15, 0.15),
+        "road_r": rng.uniform(0.85, 1.15),
+        "walk_l": rng.uniform(0.2, 0.45),
+        "walk_r": rng.uniform(0.2, 0.45),
+        "verge_l": 0.0,
+        "verge_r": rng.uniform(0.1, 0.3) if rng.random() < 0.5 else 0.0,
+    }
+    road_l, road_r = layout["road_l"], layout["road_r"]
+    objects = [
+        ("car", road_l + (road_r - road_l) * 0.62, 4.0, 0.75),  # the car ahead
+        ("bus", road_l + (road_r - road_l) * 0.3, 9.0, -0.6),  # oncoming traffic
+        ("car", road_l + (road_r - road_l) * 0.3, 14.0, -0.8),
+        ("cyclist", road_l + (road_r - road_l) * 0.85, 3.0, 0.35),
+    ]
+    world = {
+        "layout": layout,
+        "facades": [],
+        "objects": [(*o, int(rng.integers(2**31))) for o in objects],
+        "horizon": rng.uniform(0.38, 0.45),
+        "vx": rng.uniform(0.45, 0.55),
+        "dash": (rng.uniform(0.4, 0.7), rng.uniform(0.6, 1.2)),  # length, gap (depth units)
+        "seed": int(rng.integers(2**31)),
+    }
+    far = _DRIVE_VISIBLE[1] * 3 + travel
+    for chunk in range(int(np.ceil(far / _DRIVE_CHUNK))):
+        _drive_chunk(world, np.random.default_rng([int(seed), 7, chunk]), chunk * _DRIVE_CHUNK)
+    return world
+
+
+def _drive_chunk(world: dict, rng: np.random.Generator, start: float) -> None:
+    """Facades and objects standing between depth ``start`` and ``start + _DRIVE_CHUNK``."""
+    layout, end = world["layout"], start + _DRIVE_CHUNK
+    for side in ("l", "r"):
+        d = start
+        while d < end:
+            d1 = min(d + rng.uniform(0.8, 2.5), end)
+            if rng.random() >= 0.12:  # else a gap between buildings: sky shows through
+                world["facades"].append({"side": side, "d0": d, "d1": d1, "height": rng.uniform(0.9, 3.0),
+                                         "seed": int(rng.integers(2**31))})  # fmt: skip
+            d = d1
+    objects = []
+    for side in ("l", "r"):
+        sign = -1 if side == "l" else 1
+        edge, walk = layout[f"road_{side}"], layout[f"walk_{side}"]
+        for d in np.arange(start + rng.uniform(0.5, 3.0), end, rng.uniform(2.5, 4.0)):
+            objects.append(("pole", edge + sign * walk * 0.2, d, 0.0))
+        for _ in range(int(_DRIVE_CHUNK * 0.5)):
+            objects.append(("tree", edge + sign * walk * 0.75, rng.uniform(start, end), 0.0))
+        for _ in range(int(_DRIVE_CHUNK * 0.4)):
+            lateral = edge + sign * walk * rng.uniform(0.35, 0.9)
+            objects.append(("person", lateral, rng.uniform(start, end), 0.0))
+        for d in np.arange(start + rng.uniform(0.5, 4.0), end, rng.uniform(2.0, 5.0)):
+            if rng.random() < 0.6:  # parked cars along the kerb
+                objects.append(("car", edge - sign * 0.08, d, 0.0))
+    world["objects"] += [(*o, int(rng.integers(2**31))) for o in objects]
+
+
+def _drive_facade(scene: _Scene, layout: dict, facade: dict, camera: float) -> None:
+    h, w = scene.h, scene.w
+    sign = -1 if facade["side"] == "l" else 1
+    side = facade["side"]
+    base = layout[f"road_{side}"] + sign * (layout[f"walk_{side}"] + layout[f"verge_{side}"])
+    base *= w
+    z0, z1 = facade["d0"] - camera, facade["d1"] - camera
+    if z1 <= _DRIVE_NEAREST:
+        return
+    rng = np.random.default_rng(facade["seed"])
+    height = facade["height"] * (h - scene.horizon) * (1 + scene.horizon / h)
+    palette = [(70, 70, 72), (150, 140, 125), (170, 100, 80), (200, 195, 185),
+               (110, 105, 100), (140, 150, 160), (190, 170, 120)]  # fmt: skip
+    wall = _jitter(rng, palette[rng.integers(len(palette))], 14)
+
+    def point(z: float, v: float) -> tuple[float, float]:
+        x, y = scene.project(base, z)
+        return x, y - v * height / z
+
+    near = max(z0, _DRIVE_NEAREST)
+    scene.polygon([point(near, 1), point(z1, 1), point(z1, 0), point(near, 0)], wall, BUILDING)
+    cols, rows = int(rng.integers(2, 6)), int(rng.integers(2, 8))
+    glass = _jitter(rng, rng.choice([(40, 50, 60), (90, 110, 130), (200, 190, 150)]), 20)
+    frame = rng.uniform(0.2, 0.45)
+    for i in range(cols):
+        for j in range(rows):
+            shade = rng.uniform(0.8, 1.2)
+            za = z0 + (z1 - z0) * (i + frame) / cols
+            zb = z0 + (z1 - z0) * (i + 1 - frame) / cols
+            if rng.random() < 0.1 or za < _DRIVE_NEAREST + 0.1:
+                continue
+            va, vb = (j + frame) / rows * 0.9 + 0.05, (j + 1 - frame) / rows * 0.9 + 0.05
+            corners = [point(za, va), point(zb, va), point(zb, vb), point(za, vb)]
+            scene.polygon(corners, _shade(glass, shade), BUILDING)
+
+
+def _drive_ground(scene: _Scene, world: dict, camera: float) -> None:
+    layout, h, w = world["layout"], scene.h, scene.w
+    rng = np.random.default_rng(world["seed"])
+    v = (scene.vx, scene.horizon)
+    road_l, road_r = layout["road_l"] * w, layout["road_r"] * w
+    scene.polygon([v, (road_l, h), (road_r, h)], _jitter(rng, (105, 105, 108), 8), ROAD)
+    walk_color = _jitter(rng, (160, 155, 148), 10)
+    grass = _jitter(rng, (100, 140, 60), 12)
+    for side in ("l", "r"):
+        sign = -1 if side == "l" else 1
+        edge = layout[f"road_{side}"] * w
+        walk, verge = layout[f"walk_{side}"] * w, layout[f"verge_{side}"] * w
+        scene.polygon([v, (edge, h), (edge + sign * walk, h)], walk_color, SIDEWALK)
+        scene.polygon(
+            [v, (edge, h), (edge + sign * walk * 0.06, h)], _shade(walk_color, 1.2), SIDEWALK
+        )
+        if verge > 0:
+            scene.polygon([v, (edge + sign * walk, h), (edge + sign * (walk + verge), h)],
+                          grass, TERRAIN)  # fmt: skip
+    # Lane dashes fixed to the road: they stream towards the camera.
+    paint = (232, 232, 222)
+    length, gap = world["dash"]
+    xb = (road_l + road_r) / 2
+    half = w * 0.006
+    period = length + gap
+    d = np.floor(camera / period) * period
+    while d - camera < _DRIVE_VISIBLE[1] * 2:
+        za, zb = max(d - camera, 0.5), d + length - camera
+        if zb > 0.5:
+            corners = [scene.project(xb - half, za), scene.project(xb + half, za),
+                       scene.project(xb + half, zb), scene.project(xb - half, zb)]  # fmt: skip
+            scene.polygon(corners, paint, ROAD)
+        d += period
+
+
+def drive_frames(
+    frames: int,
+    height: int = DEFAULT_SIZE[0],
+    width: int = DEFAULT_SIZE[1],
+    seed: int = DEFAULT_SEED,
+    speed: float = DRIVE_SPEED,
+):
+    """A short dashcam-like sequence: the camera moving down one synthetic street, past
+    parked cars, poles, trees and people, behind a car and a cyclist, with oncoming
+    traffic. Frame ``t`` depends only on ``(seed, t)`` and is drawn at ``(height, width)``.
+
+    Yields:
+        ``(image, label_ids)`` per frame: ``(H, W, 3)`` uint8 and ``(H, W)`` uint8 official
+        Cityscapes label ids, as :func:`render_scene`.
+    """
+    world = _drive_world(seed, frames * speed)
+    horizon, vx = world["horizon"], world["vx"]
+    for t in range(frames):
+        camera = t * speed
+        scene = _Scene(np.random.default_rng(world["seed"]), height, width)
+        scene.horizon, scene.vx = height * horizon, width * vx
+        _sky(scene, "day")
+        for facade in world["facades"]:
+            _drive_facade(scene, world["layout"], facade, camera)
+        _drive_ground(scene, world, camera)
+        visible = []
+        for kind, xb, depth, velocity, object_seed in world["objects"]:
+            z = depth + velocity * camera - camera
+            if _DRIVE_VISIBLE[0] < z < _DRIVE_VISIBLE[1]:
+                visible.append((z, kind, xb * width, object_seed))
+        for z, kind, xb, object_seed in sorted(visible, key=lambda o: -o[0]):
+            scene.rng = np.random.default_rng(object_seed)  # the same look in every frame
+            if kind == "pole":
+                _pole(scene, xb, z)
+            elif kind == "tree":
+                _tree(scene, xb, z)
+            elif kind == "person":
+                _person(scene, xb, z)
+            elif kind == "cyclist":
+                _cyclist(scene, xb, z)
+            else:
+                _car(scene, xb, z, BUS if kind == "bus" else CAR)
+        # Lighting and shading stay put; sensor noise changes from frame to frame.
+        scene.rng = np.random.default_rng([world["seed"], 1])
+        image = _post_process(scene, "day").astype(np.int16)
+        noise = np.random.default_rng([world["seed"], 2, t]).normal(0, 2.0, image.shape)
+        image = np.clip(image + noise.round().astype(np.int16), 0, 255).astype(np.uint8)
+        yield image, np.asarray(scene.mask, dtype=np.uint8).copy()

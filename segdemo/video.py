@@ -1,0 +1,370 @@
+"""Street videos in, segmented videos out (OpenCV reads MP4/WebM and writes WebM/VP8).
+
+A clip is read frame by frame, sampled down to at most ``max_fps`` frames per second,
+segmented by every model, and each frame is composed side by side (the photo and each
+model's colour mask, or each model's overlay) with the model's name on its tile. Frames
+come from a generator, so a caller can show progress; the result is a WebM (VP8) file,
+the format browsers play (OpenCV's MP4 codec, mp4v, does not play in browsers).
+
+Limits (``MAX_SECONDS``, ``MAX_BYTES``) keep a clip within what a CPU segments in minutes;
+a clip beyond them, or a file OpenCV cannot decode, raises :class:`VideoError` with one
+sentence naming the file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from segdemo import viz
+from segdemo.images import resize_image
+from segdemo.inference import Segmenter
+
+VIDEO_SUFFIXES = (".mp4", ".webm")
+MAX_SECONDS = 30.0
+MAX_BYTES = 100 * 2**20
+MAX_FPS = 10.0  # frames segmented per second of video; faster clips are sampled down
+TILE_HEIGHT = 288  # height of each tile in the composed frame
+MAX_WIDTH = 1920  # the composed frame is at most this wide (tiles shrink to fit)
+LAYOUTS = {"masks": "photo | colour masks", "overlay": "overlays"}
+OUTPUT_MIME = "video/webm"
+
+
+class VideoError(ValueError):
+    """A clip that cannot be segmented; the message is one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a clip holds, as its container says."""
+
+    name: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps if self.fps > 0 else 0.0
+
+    def step(self, max_fps: float = MAX_FPS) -> int:
+        """Every ``step``-th frame is segmented, so at most ``max_fps`` frames a second."""
+        return max(1, int(np.ceil(self.fps / max_fps - 1e-6))) if self.fps > 0 else 1
+
+
+@dataclass
+class VideoResult:
+    """A segmented clip: where it is, what it holds and how fast each model ran."""
+
+    path: Path
+    frames: int
+    fps: float
+    width: int
+    height: int
+    seconds: float  # of the source clip that was segmented
+    wall_seconds: float  # reading, segmenting, composing and encoding, all together
+    models: list[dict] = field(default_factory=list)  # name, setting, fps, ms_per_frame
+
+
+def _open(path: Path, name: str) -> cv2.VideoCapture:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise VideoError(f"{name} is not a video segdemo can read (MP4 or WebM)")
+    return capture
+
+
+def probe_video(
+    path: str | Path,
+    name: str | None = None,
+    max_seconds: float = MAX_SECONDS,
+    max_bytes: int = MAX_BYTES,
+) -> VideoInfo:
+    """Check that ``path`` is a readable clip within the limits, and describe it.
+
+    Raises:
+        VideoError: not a video, no frames, longer than ``max_seconds`` or larger than
+            ``max_bytes``; the message names the file.
+    """
+    path = Path(path)
+    name = name or path.name
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise VideoError(
+            f"{name} is {size / 2**20:.0f} MB; segdemo takes clips up to {max_bytes / 2**20:.0f} MB"
+        )
+    capture = _open(path, name)
+    try:
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        ok, _ = capture.read()
+        if not ok or width < 1 or height < 1:
+            raise VideoError(f"{name} holds no frames that can be decoded (truncated or corrupt)")
+        if not 0 < fps <= 240:
+            raise VideoError(f"{name} does not state a usable frame rate ({fps:g} fps)")
+        if frames <= 0:  # some containers do not store it: count, up to the limit
+            frames = 1
+            while capture.grab():
+                frames += 1
+                if frames / fps > max_seconds:
+                    break
+    finally:
+        capture.release()
+    info = VideoInfo(name, frames, fps, width, height)
+    if info.seconds > max_seconds + 0.5 / fps:
+        raise VideoError(
+            f"{name} is {info.seconds:.1f} s long; segdemo takes clips up to {max_seconds:.0f} s"
+        )
+    return info
+
+
+def read_frames(path: str | Path, step: int = 1, name: str | None = None) -> Iterator[np.ndarray]:
+    """Every ``step``-th frame of a clip as ``(H, W, 3)`` uint8 RGB; stops quietly where a
+    truncated file ends."""
+    path = Path(path)
+    capture = _open(path, name or path.name)
+    try:
+        index = 0
+        while True:
+            if index % step:
+                if not capture.grab():
+                    return
+            else:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            index += 1
+    finally:
+        capture.release()
+
+
+def tile_size(
+    frame_hw: tuple[int, int],
+    tiles: int,
+    tile_height: int = TILE_HEIGHT,
+    max_width: int = MAX_WIDTH,
+) -> tuple[int, int]:
+    """``(height, width)`` of one tile: ``tile_height`` tall unless ``tiles`` side by side
+    would be wider than ``max_width``; both even (VP8 wants even frame sizes)."""
+    height, width = frame_hw
+    aspect = width / height
+    tile_h = min(tile_height, height, int(max_width / (tiles * aspect)))
+    tile_h = max(16, tile_h - tile_h % 2)
+    tile_w = max(16, int(round(tile_h * aspect)))
+    return tile_h, tile_w - tile_w % 2
+
+
+def _title(tile: np.ndarray, text: str) -> None:
+    """The tile's name in white on a dark band at its top-left corner (in place)."""
+    scale = max(0.35, tile.shape[0] / 640)
+    thickness = 1
+    (w, h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+    band = tile[: h + baseline + 6, : w + 8]
+    band[...] = (band.astype(np.float32) * 0.35).astype(np.uint8)
+    cv2.putText(tile, text, (4, h + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                thickness, cv2.LINE_AA)  # fmt: skip
+
+
+def compose_frame(
+    photo: np.ndarray,
+    masks: Sequence[tuple[str, np.ndarray]],
+    label_set,
+    layout: str = "masks",
+    alpha: float = 0.5,
+    tile_hw: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """One output frame: ``photo | mask | mask ...`` (``layout="masks"``) or
+    ``overlay | overlay ...`` (``"overlay"``), each tile titled, all at ``tile_hw``.
+
+    Args:
+        photo: ``(H, W, 3)`` uint8 frame.
+        masks: ``(title, (H, W) train ids)`` per model.
+        label_set: the colours (one label set for all models).
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
+    tiles_count = len(masks) + (layout == "masks")
+    tile_h, tile_w = tile_hw or tile_size(photo.shape[:2], tiles_count)
+    small = resize_image(photo, (tile_h, tile_w))
+    tiles = []
+    if layout == "masks":
+        tiles.append(small.copy())
+        _title(tiles[-1], "photo")
+    for title, mask in masks:
+        small_mask = cv2.resize(mask, (tile_w, tile_h), interpolation=cv2.INTER_NEAREST)
+        view = "mask" if layout == "masks" else "overlay"
+        tile = viz.render_view(small, small_mask, label_set, view, alpha)
+        _title(tile, title)
+        tiles.append(tile)
+    return np.concatenate(tiles, axis=1)
+
+
+def open_writer(path: str | Path, fps: float, frame_hw: tuple[int, int]) -> cv2.VideoWriter:
+    """A WebM (VP8) writer; VideoError if this OpenCV build cannot write one."""
+    height, width = frame_hw
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"VP80"), fps, (width, height))
+    if not writer.isOpened():
+        writer.release()
+        raise VideoError("this OpenCV build cannot write WebM (VP8) video")
+    return writer
+
+
+def segment_frames(
+    frames: Iterator[np.ndarray],
+    segmenters: Sequence[Segmenter],
+    layout: str = "masks",
+    alpha: float = 0.5,
+    timings: list[list[float]] | None = None,
+) -> Iterator[np.ndarray]:
+    """Compose each frame with every model's mask; ``timings[m]`` collects model ``m``'s
+    milliseconds per frame when given."""
+    if not segmenters:
+        raise ValueError("segmenting a video needs at least one model")
+    label_set = segmenters[0].label_set
+    tile_hw = None
+    for frame in frames:
+        masks = []
+        for m, segmenter in enumerate(segmenters):
+            mask, ms = segmenter.timed(frame)
+            if timings is not None:
+                timings[m].append(ms)
+            masks.append((segmenter.title, mask))
+        if tile_hw is None:
+            tile_hw = tile_size(frame.shape[:2], len(masks) + (layout == "masks"))
+        yield compose_frame(frame, masks, label_set, layout, alpha, tile_hw)
+
+
+def warm_fps(milliseconds: Sequence[float]) -> float | None:
+    """Frames per second from per-frame times, leaving out the first (warm-up) frame."""
+    warm = list(milliseconds[1:]) or list(milliseconds)
+    return 1000.0 * len(warm) / sum(warm) if warm and sum(warm) > 0 else None
+
+
+def segment_video(
+    source: str | Path,
+    out_path: str | Path,
+    segmenters: Sequence[Segmenter],
+    layout: str = "masks",
+    alpha: float = 0.5,
+    max_fps: float = MAX_FPS,
+    progress: Callable[[int, int], None] | None = None,
+    name: str | None = None,
+    max_seconds: float = MAX_SECONDS,
+) -> VideoResult:
+    """Segment a clip with every model and write the composed video to ``out_path``.
+
+    Args:
+        source: an MP4 or WebM file.
+        out_path: where the WebM (VP8) result goes.
+        segmenters: the models, each at its inference setting; one label set for all.
+        layout: ``"masks"`` (photo | colour masks) or ``"overlay"`` (one overlay per model).
+        max_fps: frames segmented per second of video (the clip is sampled down to it).
+        progress: called with ``(frames done, frames in all)`` after each frame.
+        name: the clip's name in messages (default: the file name).
+
+    Returns:
+        A :class:`VideoResult`; ``models`` holds each model's achieved frames per second
+        (warm: the first frame, which includes warm-up, is left out) and ms per frame.
+
+    Raises:
+        VideoError: see :func:`probe_video`; or the clip ends before its first frame.
+    """
+    labels = {s.label_set.name for s in segmenters}
+    if len(labels) > 1:
+        raise ValueError(f"models of one video must share a label set, got {sorted(labels)}")
+    start = time.perf_counter()
+    info = probe_video(source, name, max_seconds=max_seconds)
+    step = info.step(max_fps)
+    total = -(-info.frames // step)
+    out_fps = info.fps / step
+    timings: list[list[float]] = [[] for _ in segmenters]
+    writer = None
+    done = 0
+    shape = (0, 0)
+    try:
+        frames = read_frames(source, step, info.name)
+        for composed in segment_frames(frames, segmenters, layout, alpha, timings):
+            if writer is None:
+                shape = composed.shape[:2]
+                writer = open_writer(out_path, out_fps, shape)
+            writer.write(cv2.cvtColor(composed, cv2.COLOR_RGB2BGR))
+            done += 1
+            if progress is not None:
+                progress(done, max(total, done))
+    finally:
+        if writer is not None:
+            writer.release()
+    if done == 0:
+        raise VideoError(f"{info.name} holds no frames that can be decoded (truncated or corrupt)")
+    models = []
+    for segmenter, ms in zip(segmenters, timings, strict=True):
+        fps = warm_fps(ms)
+        models.append(
+            {
+                "name": segmenter.name,
+                "setting": segmenter.setting,
+                "fps": fps,
+                "ms_per_frame": 1000.0 / fps if fps else None,
+            }
+        )
+    return VideoResult(
+        path=Path(out_path),
+        frames=done,
+        fps=out_fps,
+        width=shape[1],
+        height=shape[0],
+        seconds=done * step / info.fps,
+        wall_seconds=time.perf_counter() - start,
+        models=models,
+    )
+
+
+def write_clip(
+    path: str | Path, frames: Iterator[np.ndarray], fps: float, fourcc: str | None = None
+) -> Path:
+    """Write RGB ``frames`` to ``path``: WebM (VP8) for ``.webm``, MP4 (mp4v) for ``.mp4``."""
+    path = Path(path)
+    if fourcc is None:
+        fourcc = {".webm": "VP80", ".mp4": "mp4v"}.get(path.suffix.lower())
+        if fourcc is None:
+            raise ValueError(f"{path.name}: write .webm or .mp4")
+    writer = None
+    try:
+        for frame in frames:
+            if writer is None:
+                height, width = frame.shape[:2]
+                writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps,
+                                         (width, height))  # fmt: skip
+                if not writer.isOpened():
+                    raise VideoError(f"this OpenCV build cannot write {path.suffix} video")
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        if writer is not None:
+            writer.release()
+    return path
+
+
+def drive_clip(
+    path: str | Path,
+    seconds: float = 4.0,
+    fps: float = 10.0,
+    size: tuple[int, int] = (256, 512),
+    seed: int = 0,
+) -> Path:
+    """The example clip: a camera moving down a synthetic street (see
+    ``segdemo.data.synthetic.drive_frames``), written as WebM or MP4 by ``path``'s suffix."""
+    from segdemo.data.synthetic import DRIVE_SPEED, drive_frames
+
+    count = max(1, int(round(seconds * fps)))
+    speed = DRIVE_SPEED * 10.0 / fps  # the same street speed at any frame rate
+    frames = (image for image, _ in drive_frames(count, size[0], size[1], seed, speed))
+    return write_clip(path, frames, fps)
