@@ -189,8 +189,13 @@ def test_uploads_get_the_mode_of_trained_checkpoints(app_dirs):
     assert kept.stat().st_mode & 0o777 == trained.stat().st_mode & 0o777 == 0o644
 
 
+def test_the_uploader_states_and_keeps_its_limit(app_dirs):
+    uploader = open_page().file_uploader[-1]
+    assert uploader.proto.max_upload_size_mb == checkpoint_store.MAX_UPLOAD_MB == 500
+    assert "up to 500 MB" in uploader.label
+
+
 def test_upload_over_the_stated_limit_is_refused(tmp_path):
-    assert checkpoint_store.MAX_UPLOAD_MB == 500
     with pytest.raises(CheckpointError, match=r"big.safetensors is 2.0 MB; .* at most 1 MB"):
         checkpoint_store.import_checkpoint(b"x" * 2**21, "big.safetensors", tmp_path, max_mb=1)
     assert not any(tmp_path.iterdir())

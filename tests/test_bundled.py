@@ -8,9 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from segdemo.checkpoints import load_checkpoint
+from segdemo.checkpoints import load_checkpoint, scan_checkpoints
 
 BUNDLED = sorted((Path(__file__).resolve().parents[1] / "checkpoints").glob("*.safetensors"))
+
+
+def test_bundled_checkpoints_pass_every_check():
+    """Written before the metadata schema existed: they must still pass it and the size
+    limits."""
+    listed = scan_checkpoints(BUNDLED[0].parent)
+    assert [c.path for c in listed] == BUNDLED
+    assert [c.error for c in listed] == [None] * len(BUNDLED)
 
 
 def test_bundled_weights_fit_the_size_budget():
