@@ -37,6 +37,7 @@ import pickletools
 import re
 import struct
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -336,7 +337,9 @@ def _open_torch_file(path: Path) -> _CheckpointFile:
             f"{name} is not a PyTorch file (neither torch.save's zip archive nor a pickle)"
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the refusal says it
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as e:  # any bytes may reach the parser: every failure is a refusal
         if isinstance(e, pickle.UnpicklingError) and _pickle_would_run_code(path):
             raise CheckpointError(
