@@ -1,27 +1,41 @@
-"""Cached evaluation, latency and prediction helpers for the Compare page.
+"""Cached evaluation, comparison, latency and error-map helpers for the Compare page.
 
-Evaluation results are cached with ``st.cache_data`` per (checkpoint path + mtime, dataset
+An evaluation (``segdemo.evaluate.Evaluation``: one confusion matrix per image for every
+U-Net++ setting) is cached with ``st.cache_data`` per (checkpoint path + mtime, dataset
 root + fingerprint, split, image limit), so a second session, or the same selection after
-a reload, gets them at once.
+a reload, gets it at once. Comparisons, intervals and per-image scores are computed from
+the cached evaluations by ``segdemo.evaluate.compare_evaluations`` (cached too).
 """
 
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+import html
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from segdemo.data import open_dataset
-from segdemo.evaluate import evaluate_checkpoint
-from segdemo.inference import predict_logits, segment_image
+from segdemo.evaluate import (
+    Evaluation,
+    compare_evaluations,
+    evaluate_checkpoint_per_image,
+    evaluation_mask,
+    setting_name,
+)
+from segdemo.inference import predict_logits
 from segdemo.models import inference_settings
+from segdemo.viz import legend_entries
 from segdemo_app import common
 from segdemo_app.dataset_picker import folder_stamp
 
 Progress = Callable[[int, int], None]
+Setting = tuple[str | None, int | None]
+
+# Resamples of the app's intervals: the library's default, stated on the page.
+RESAMPLES = 1000
 
 
 def _mtime_ns(path: str | Path) -> int:
@@ -59,14 +73,15 @@ def _evaluate(
     split: str,
     limit: int | None,
     _progress: Progress | None = None,
-) -> dict:
-    return evaluate_checkpoint(
+) -> Evaluation:
+    return evaluate_checkpoint_per_image(
         path, root, split=split, fmt=fmt, max_items=limit, progress=_progress
     )
 
 
-def evaluate_cached(key: tuple, progress: Progress | None = None) -> dict:
-    """``segdemo.evaluate.evaluate_checkpoint`` for ``evaluation_key(...)``, cached.
+def evaluate_cached(key: tuple, progress: Progress | None = None) -> Evaluation:
+    """``segdemo.evaluate.evaluate_checkpoint_per_image`` for ``evaluation_key(...)``,
+    cached.
 
     ``progress(done, total)`` may update Streamlit elements created outside: it runs in the
     caller's context, so the cache does not record those updates for replay.
@@ -79,6 +94,71 @@ def evaluate_cached(key: tuple, progress: Progress | None = None) -> dict:
             outside.run(progress, done, total)
 
     return _evaluate(*key, _progress=callback)
+
+
+def model_options(
+    evaluations: Mapping[str, Evaluation], rows: Mapping[str, dict]
+) -> tuple[dict[str, tuple[str, Setting]], list[str]]:
+    """The models the page can compare: each checkpoint at each evaluated setting (a
+    U-Net++ at one mode and level is a model of its own), and the default choice: each
+    checkpoint in the mode the Segment page opens it in, at its deepest level.
+
+    Returns:
+        ``({model name: (checkpoint label, setting)}, [default model names])``.
+    """
+    options: dict[str, tuple[str, Setting]] = {}
+    defaults = []
+    for label, evaluation in evaluations.items():
+        settings = evaluation.settings
+        if settings == [(None, None)]:
+            options[label] = (label, (None, None))
+            defaults.append(label)
+            continue
+        for setting in settings:
+            options[f"{label} · {setting_name(setting)}"] = (label, setting)
+        opening = evaluation.resolve(rows[label].get("miou_mode") or evaluation.default[0])
+        defaults.append(f"{label} · {setting_name(opening)}")
+    return options, defaults
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _comparison(
+    spec: tuple, reference: str, resamples: int, _evaluations: dict[tuple, Evaluation]
+) -> dict:
+    models = [(name, _evaluations[key], setting) for name, key, setting in spec]
+    return compare_evaluations(models, reference=reference, resamples=resamples, per_image=True)
+
+
+def comparison(
+    chosen: Sequence[str],
+    options: Mapping[str, tuple[str, Setting]],
+    keys: Mapping[str, tuple],
+    evaluations: Mapping[str, Evaluation],
+    reference: str,
+    resamples: int = RESAMPLES,
+) -> dict:
+    """``compare_evaluations`` (with per-image rows) of the ``chosen`` models, cached by
+    their evaluation keys and settings.
+
+    Raises:
+        ValueError: the models predict different label sets or saw different images.
+    """
+    spec = tuple((name, keys[options[name][0]], options[name][1]) for name in chosen)
+    by_key = {keys[label]: evaluations[label] for label, _ in (options[n] for n in chosen)}
+    return _comparison(spec, reference, resamples, by_key)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _level_metrics(key: tuple, resamples: int, _evaluation: Evaluation) -> dict:
+    return {
+        setting: _evaluation.metrics(setting, resamples=resamples)
+        for setting in _evaluation.settings
+    }
+
+
+def level_metrics(key: tuple, evaluation: Evaluation, resamples: int = RESAMPLES) -> dict:
+    """Metrics with 95% intervals of every setting of one evaluation, cached by its key."""
+    return _level_metrics(key, resamples, evaluation)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -127,38 +207,118 @@ def level_costs(path: str, repeats: int = 9) -> list[dict]:
     return _level_points(path, _mtime_ns(path), repeats)
 
 
-def tradeoff_points(label: str, result: dict, costs: list[dict]) -> list[dict]:
-    """Points of ``segdemo.charts.pruning_tradeoff`` for one evaluated U-Net++."""
-    per_level = result.get("per_level", {})
+def tradeoff_points(label: str, metrics: Mapping[Setting, dict], costs: list[dict]) -> list[dict]:
+    """Points of ``segdemo.charts.pruning_tradeoff`` for one evaluated U-Net++, with the
+    mIoU intervals of ``level_metrics``."""
     return [
         {
             "model": label,
             **cost,
-            "miou": per_level[cost["mode"]][str(cost["level"])]["miou"],
+            "miou": metrics[(cost["mode"], cost["level"])]["miou"],
+            "miou_ci95": metrics[(cost["mode"], cost["level"])].get("miou_ci95"),
         }
         for cost in costs
-        if str(cost["level"]) in per_level.get(cost["mode"], {})
+        if (cost["mode"], cost["level"]) in metrics
     ]
 
 
+def image_table(
+    result: dict, reference: str, other: str | None, order: str
+) -> list[dict[str, object]]:
+    """Per-image rows of a comparison, for the page's table: ``index``, ``file``, each
+    model's mIoU on that image and, with ``other``, ``other - reference``.
+
+    ``order`` is ``"worst"`` (the reference's lowest mIoU first; images without labelled
+    pixels last) or ``"disagreement"`` (the largest ``|other - reference|`` first).
+    """
+    names = [m["name"] for m in result["models"]]
+    rows = []
+    for row in result["per_image"]:
+        entry: dict[str, object] = {"index": row["index"], "file": Path(row["path"]).name}
+        entry.update({name: row["miou"][name] for name in names})
+        if other is not None:
+            a, b = row["miou"][other], row["miou"][reference]
+            entry["difference"] = None if a is None or b is None else a - b
+        rows.append(entry)
+    if order == "disagreement" and other is not None:
+
+        def key(r):
+            return -abs(r["difference"]) if r["difference"] is not None else np.inf
+
+    else:
+
+        def key(r):
+            return r[reference] if r[reference] is not None else np.inf
+
+    return sorted(rows, key=key)
+
+
 @st.cache_data(show_spinner=False, max_entries=128)
-def _prediction(path: str, mtime_ns: int, data: str, fmt: str, split: str, index: int, stamp: int):
+def _prediction(
+    path: str,
+    mtime_ns: int,
+    data: str,
+    fmt: str,
+    split: str,
+    index: int,
+    stamp: int,
+    setting: Setting,
+):
     ckpt, device, precision = common.load_model(path)
     dataset = open_eval_dataset(data, fmt, split, ckpt.label_set.name)
     image, _ = dataset.read_raw(index)
-    return segment_image(ckpt.model, image, ckpt.input_size, device, precision)
+    return evaluation_mask(ckpt.model, image, ckpt.input_size, setting, device, precision)
 
 
-def predicted_mask(path: str, data: str, fmt: str, split: str, index: int) -> np.ndarray:
-    """Class-index mask of checkpoint ``path`` for item ``index``, at the image's size."""
-    return _prediction(path, _mtime_ns(path), data, fmt, split, index, folder_stamp(data))
+def predicted_mask(
+    path: str, data: str, fmt: str, split: str, index: int, setting: Setting = (None, None)
+) -> np.ndarray:
+    """Class-index mask of checkpoint ``path`` at ``setting`` for item ``index``, at the
+    labels' size: exactly the pixels its evaluation counted."""
+    stamp = folder_stamp(data)
+    return _prediction(path, _mtime_ns(path), data, fmt, split, index, stamp, tuple(setting))
+
+
+def wrong_classes(
+    prediction: np.ndarray, truth: np.ndarray, label_set, top: int = 4
+) -> dict[str, tuple[int, int, int]]:
+    """The classes most often predicted on wrong pixels (the colours of the error map's
+    mistakes), with their share of the wrong pixels: ``{"car 41%": (r, g, b), ...}``."""
+    wrong = (prediction != truth) & (truth != label_set.ignore_index)
+    entries = legend_entries(prediction[wrong], label_set)[:top]
+    return {
+        f"{e['name']} {100 * e['fraction']:.0f}%": label_set.colors[e["train_id"]] for e in entries
+    }
+
+
+def legend_html(entries: Mapping[str, Sequence[int]]) -> str:
+    """A one-line legend, a coloured square before each name (for ``st.markdown`` with
+    ``unsafe_allow_html``)."""
+    items = []
+    for name, (r, g, b) in entries.items():
+        swatch = (
+            f'<span style="display:inline-block;width:0.9em;height:0.9em;'
+            f"background:#{r:02x}{g:02x}{b:02x};border:1px solid #888;"
+            f'vertical-align:middle;margin-right:0.3em"></span>'
+        )
+        items.append(
+            f'<span style="margin-right:1.2em;white-space:nowrap">{swatch}{html.escape(name)}</span>'
+        )
+    return "".join(items)
 
 
 __all__ = [
+    "RESAMPLES",
+    "comparison",
     "evaluate_cached",
     "evaluation_key",
+    "image_table",
+    "legend_html",
     "level_costs",
+    "level_metrics",
+    "model_options",
     "open_eval_dataset",
     "predicted_mask",
     "tradeoff_points",
+    "wrong_classes",
 ]

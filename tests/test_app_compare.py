@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -11,7 +12,16 @@ PAGE = str(REPO / "pages" / "compare.py")
 TIMEOUT = 240  # torch import, evaluation and latency timing on a busy CPU
 
 
-def test_compare_two_checkpoints(app_dirs):
+def _by_title(at, words: str) -> dict:
+    """The one chart whose title holds ``words``."""
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    (spec,) = [s for s in specs if words in s["layout"].get("title", {}).get("text", "")]
+    return spec
+
+
+def test_compare_shows_intervals_paired_differences_and_error_maps(app_dirs):
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
@@ -22,18 +32,78 @@ def test_compare_two_checkpoints(app_dirs):
 
     at.button(key="compare_evaluate").click().run()
     assert not at.exception and not at.error
-    table = at.dataframe[0].value
-    assert list(table["model"]) == ["unet", "unetpp"]
-    assert table["mIoU"].between(0, 1).all() and (table["images"] == 4).all()
-    # per-class IoU bars, confusion matrix, U-Net++ pruning trade-off
-    charts = at.get("plotly_chart")
-    assert len(charts) == 3
     assert at.button(key="compare_evaluate").disabled  # results kept for this selection
-    assert len(at.get("image")) == 4  # image 0, its ground truth and two predicted masks
 
-    # Another model's confusion matrix; nothing is evaluated again.
-    at.selectbox(key="compare_confusion_model").select_index(1).run()
-    assert not at.exception and len(at.get("plotly_chart")) == 3
+    # Each checkpoint at its opening setting; a U-Net++ setting is a model of its own.
+    chosen = at.multiselect(key="compare_models").value
+    assert len(chosen) == 2 and "fast L1" in " ".join(at.multiselect(key="compare_models").options)
+    unet, unetpp = chosen
+    table = at.dataframe[0].value  # the results table
+    assert list(table["model"]) == [unet, unetpp]
+    assert list(table["architecture"]) == ["unet", "unetpp"]
+    assert (table["images"] == 4).all() and table["mIoU"].between(0, 1).all()
+    for miou, ci in zip(table["mIoU"], table["mIoU 95% CI"], strict=True):
+        low, high = (float(x) for x in ci.split(" – "))
+        assert low <= round(miou, 3) <= high
+
+    # Intervals as error bars: the mIoU chart and the per-class chart.
+    miou_chart = _by_title(at, "mIoU with 95% intervals")
+    assert [t["name"] for t in miou_chart["data"]] == [unet, unetpp]
+    assert all("arrayminus" in t["error_x"] for t in miou_chart["data"])
+    per_class = _by_title(at, "IoU per class")
+    assert all("error_y" in t for t in per_class["data"])
+
+    # The paired comparison against the reference, in a chart and a sentence.
+    assert at.selectbox(key="compare_reference").value == unet
+    diff_chart = _by_title(at, f"Difference from {unet}")
+    assert [t["name"] for t in diff_chart["data"]] == [f"{unetpp} - {unet}"]
+    assert diff_chart["data"][0]["x"][0] == "mIoU"
+    sentences = [m.value for m in at.markdown if "95% CI" in m.value]
+    assert len(sentences) == 1
+    assert any(s in sentences[0] for s in ("no clear difference", "is better than"))
+
+    # Per-image table, worst first for the reference; the first row's image is open.
+    images = at.dataframe(key="compare_image_table").value
+    assert len(images) == 4 and list(images.columns[:2]) == ["index", "file"]
+    scores = images[unet].tolist()
+    assert scores == sorted(scores)
+    shown = _image_captions(at)
+    first = int(images["index"].iloc[0])
+    assert shown[0].startswith(f"image {first}:")
+    assert "ground truth" in shown and f"A = {unet}, B = {unetpp}" in shown
+    assert sum("errors" in c for c in shown) == 2 and sum("prediction" in c for c in shown) == 2
+
+    # Largest disagreement first; selecting a row opens that image.
+    at.radio(key="compare_sort").set_value("disagreement").run()
+    assert not at.exception
+    images = at.dataframe(key="compare_image_table").value
+    gaps = images["difference"].abs().tolist()
+    assert gaps == sorted(gaps, reverse=True)
+    at.session_state["compare_image_table"] = {"selection": {"rows": [2], "columns": []}}
+    at.run()
+    assert not at.exception
+    assert _image_captions(at)[0].startswith(f"image {int(images['index'].iloc[2])}:")
+
+    # Another reference: the comparison turns around; nothing is evaluated again.
+    at.selectbox(key="compare_reference").set_value(unetpp).run()
+    assert not at.exception
+    assert _by_title(at, f"Difference from {unetpp}")["data"][0]["name"] == f"{unet} - {unetpp}"
+    assert at.button(key="compare_evaluate").disabled
+
+    # The U-Net++ at level 1 joins as a third model, from the same evaluation.
+    (level1,) = [o for o in at.multiselect(key="compare_models").options if o.endswith("fast L1")]
+    at.multiselect(key="compare_models").select(level1).run()
+    assert not at.exception and not at.error
+    assert list(at.dataframe[0].value["model"]) == [unet, unetpp, level1]
+    traces = _by_title(at, f"Difference from {unetpp}")["data"]
+    assert [t["name"] for t in traces] == [f"{unet} - {unetpp}", f"{level1} - {unetpp}"]
+    assert sum("errors" in c for c in _image_captions(at)) == 3
+    assert at.button(key="compare_evaluate").disabled
+
+
+def _image_captions(at) -> list[str]:
+    """Captions of the page's images, in order."""
+    return [caption for image in at.get("image") for caption in image.captions]
 
 
 def test_compare_bad_folder_is_one_error(app_dirs, tmp_path):
@@ -51,3 +121,40 @@ def test_compare_without_checkpoints(no_checkpoints):
     at.run()
     assert not at.exception
     assert "No checkpoints yet" in at.info[0].value
+
+
+def test_image_table_orders_worst_first_or_by_disagreement():
+    from segdemo_app.compare import image_table
+
+    result = {
+        "models": [{"name": "a"}, {"name": "b"}],
+        "per_image": [
+            {"index": 0, "path": "x/0.png", "miou": {"a": 0.5, "b": 0.65}},
+            {"index": 1, "path": "x/1.png", "miou": {"a": 0.2, "b": 0.1}},
+            {"index": 2, "path": "x/2.png", "miou": {"a": None, "b": None}},  # no labels
+            {"index": 3, "path": "x/3.png", "miou": {"a": 0.7, "b": 0.3}},
+        ],
+    }
+    worst = image_table(result, "a", None, "worst")
+    assert [r["index"] for r in worst] == [1, 0, 3, 2] and "difference" not in worst[0]
+    assert worst[0]["file"] == "1.png" and worst[0]["b"] == 0.1
+    apart = image_table(result, "a", "b", "disagreement")
+    assert [r["index"] for r in apart] == [3, 0, 1, 2]
+    assert apart[0]["difference"] == pytest.approx(-0.4) and apart[-1]["difference"] is None
+
+
+def test_wrong_classes_name_the_colours_of_the_mistakes():
+    import numpy as np
+
+    from segdemo.labels import get_label_set
+    from segdemo_app.compare import legend_html, wrong_classes
+
+    labels = get_label_set("cityscapes19")
+    truth = np.array([[0, 0, 0, 0], [13, 13, 255, 255]])
+    pred = np.array([[0, 13, 13, 2], [13, 0, 2, 2]])  # wrong: car, car, building, road
+    wrong = wrong_classes(pred, truth, labels)
+    assert wrong == {"car 50%": labels.colors[13], "building 25%": labels.colors[2],
+                     "road 25%": labels.colors[0]}  # fmt: skip
+    assert "&lt;b&gt;" in legend_html({"<b>": (1, 2, 3)}) and "#010203" in legend_html(
+        {"x": (1, 2, 3)}
+    )
