@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segdemo.train import TrainConfig, read_progress
+from segdemo.config import TrainConfig, to_arguments
+from segdemo.train import read_progress
 
 RUN_FILE = "run.json"
 LOG_FILE = "train.log"
@@ -92,60 +93,9 @@ def new_run_id(model: str, runs_dir: str | Path, now: float | None = None) -> st
 
 
 def train_arguments(config: TrainConfig) -> list[str]:
-    """``python -m segdemo train`` arguments for ``config`` (without ``--out``).
-
-    Only what differs from the TrainConfig defaults is spelled out, besides the data, model,
-    size, batch and epochs that make a command readable at a glance.
-
-    Raises:
-        ValueError: ``data_options`` other than ``length`` (the CLI has no flag for them).
-    """
-    default = TrainConfig()
-    data = config.data if config.data == "synthetic" else str(Path(config.data).resolve())
-    args = ["--data", data, "--model", config.model]
-    kwargs = dict(config.model_kwargs)
-    if "base_width" in kwargs:
-        args += ["--base-width", str(kwargs.pop("base_width"))]
-    if "encoder" in kwargs:
-        args += ["--encoder", str(kwargs.pop("encoder"))]
-    if "encoder_weights" in kwargs:
-        args += ["--encoder-weights", kwargs.pop("encoder_weights") or "none"]
-    if "deep_supervision" in kwargs:
-        flag = kwargs.pop("deep_supervision")
-        args.append("--deep-supervision" if flag else "--no-deep-supervision")
-    for key, value in kwargs.items():
-        args += ["--model-arg", f"{key}={json.dumps(value)}"]
-    h, w = config.size
-    args += ["--size", f"{h}x{w}", "--batch", str(config.batch_size)]
-    args += ["--epochs", str(config.epochs)]
-    options = dict(config.data_options)
-    if "length" in options:
-        args += ["--synthetic-length", str(options.pop("length"))]
-    if options:
-        raise ValueError(f"only the data option 'length' can be passed to a run, got {options}")
-    flags = {
-        "data_format": "--format",
-        "label_set": "--label-set",
-        "max_steps": "--max-steps",
-        "lr": "--lr",
-        "weight_decay": "--weight-decay",
-        "schedule": "--schedule",
-        "warmup_steps": "--warmup-steps",
-        "loss": "--loss",
-        "seed": "--seed",
-        "device": "--device",
-        "precision": "--precision",
-        "workers": "--workers",
-        "log_every": "--log-every",
-        "val_max_items": "--val-max-items",
-    }
-    for name, flag in flags.items():
-        value = getattr(config, name)
-        if value != getattr(default, name) and value is not None:
-            args += [flag, str(value)]
-    if not config.augment:
-        args.append("--no-augment")
-    return args
+    """``python -m segdemo train`` arguments for ``config`` (without ``--out``); see
+    ``segdemo.config.to_arguments``."""
+    return to_arguments(config)
 
 
 def _pid_alive(pid: int | None) -> bool:

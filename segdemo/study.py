@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segdemo.train import TrainConfig, fit, read_progress
+from segdemo.config import TrainConfig
+from segdemo.train import fit, read_progress
 
 STOP_FILE = "STOP"
 # TrainConfig fields a study sets per run, never in its shared [train] table.

@@ -1,18 +1,24 @@
-"""Training engine: one ``fit`` for the CLI, the app and ``torchrun``.
+"""Training engine: one ``fit`` for the CLI, the app, studies and ``torchrun``.
 
-Reads like nanoGPT's loop: a typed config, a pure learning-rate schedule, small functions
-for one epoch and for evaluation, and callbacks for progress so no UI code leaks in.
-Every event also goes to ``<out>/progress.jsonl``, which is how the app follows a run.
+Read top to bottom: ``fit`` builds a :class:`Run` (``build_run``), restores it from a
+checkpoint when resuming (``restore``), then alternates ``train_one_epoch`` and
+``validate``, saving ``last`` (and ``best`` when validation improved) after each epoch.
+The learning rate of every step is set from the pure schedule ``lr_factor``. Every event
+goes to the callbacks and to ``<out>/progress.jsonl``, which is how the app follows a run.
 
 Stopping: SIGINT/SIGTERM or a file named ``STOP`` in the run folder ends the run after the
-current step, with ``last.safetensors`` written. ``resume=True`` continues from it with the
-same optimizer state, schedule position and data order.
+current step, with ``last.safetensors`` written; ``resume=True`` continues from it with
+the same optimizer state, schedule position and data order.
+
+Guarantees after any kill: a run folder belongs to one process (a lock); ``last`` only
+claims a ``best`` that is on disk (``best`` is written first, and a resume re-reads it);
+temporary files of an interrupted write are removed on the next start.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -20,74 +26,25 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from segdemo import checkpoints, runtime
+from segdemo.config import TrainConfig
+from segdemo.distributed import DistInfo, ResumableSampler, agree, barrier, init_distributed
 from segdemo.losses import SegmentationLoss
 
 Event = dict[str, Any]
-
-# What makes a run that run: resuming with any of these changed is refused.
-IDENTITY_FIELDS = (
-    "data", "data_format", "label_set", "data_options", "model", "model_kwargs", "size",
-    "batch_size", "optimizer", "lr", "weight_decay", "schedule", "warmup_steps", "loss",
-    "augment", "seed",
-)  # fmt: skip
 Callback = Callable[[Event], None]
+LAST, BEST = "last.safetensors", "best.safetensors"
+LOCK_FILE = ".train.lock"
 
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; saved verbatim into every checkpoint."""
-
-    data: str = "synthetic"
-    data_format: str = "auto"
-    label_set: str = "cityscapes19"
-    data_options: dict[str, Any] = field(default_factory=dict)
-    model: str = "unet"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    size: tuple[int, int] = (128, 256)  # (H, W) the model is trained at
-    batch_size: int = 8
-    epochs: int = 10
-    max_steps: int | None = None  # stop after this many optimizer steps in total
-    optimizer: str = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    schedule: str = "poly"  # "poly" or "cosine", both after a linear warm-up
-    warmup_steps: int = 100
-    loss: str = "ce_dice"
-    augment: bool = True
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"  # "auto" = bf16 + channels_last where supported, else fp32
-    workers: int = 1
-    out: str = "runs/latest"
-    log_every: int = 10  # steps between progress events
-    val_max_items: int | None = None  # evaluate on a prefix of the val split (None = all)
-
-    def __post_init__(self) -> None:
-        self.size = tuple(int(s) for s in self.size)
-        if self.schedule not in ("poly", "cosine"):
-            raise ValueError(f"schedule must be 'poly' or 'cosine', got {self.schedule!r}")
-        if self.optimizer != "adamw":
-            raise ValueError(f"optimizer must be 'adamw', got {self.optimizer!r}")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("batch_size and epochs must be at least 1")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+__all__ = ["TrainConfig", "fit", "lr_factor", "read_progress"]
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
@@ -102,57 +59,68 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> 
     return (1.0 - progress) ** 0.9
 
 
-# --------------------------------------------------------------------------- distributed
+# --------------------------------------------------------------------------- state
 
 
 @dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
+class TrainState:
+    """Where a run is; saved into every checkpoint and restored on resume."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimizer steps done
+    batches_in_epoch: int = 0  # loader batches of this epoch consumed (trained or skipped)
+    best_miou: float | None = None
+    best_step: int | None = None
+    best_metrics: dict | None = None
+    last_metrics: dict | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        if values["best_miou"] is None:
+            values["best_miou"] = -1.0  # "none yet", as every checkpoint format version says
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainState:
+        values = dict(values)
+        # Checkpoints of earlier versions: step_in_epoch, and best_miou -1 for "none yet".
+        values.setdefault("batches_in_epoch", values.pop("step_in_epoch", 0))
+        if values.get("best_miou") is not None and values["best_miou"] < 0:
+            values["best_miou"] = None
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclass
+class Run:
+    """Everything a training run works with, built once by ``build_run``."""
+
+    config: TrainConfig
+    out: Path
+    dist: DistInfo
+    device: torch.device
+    precision: str
+    label_set: Any
+    model: torch.nn.Module  # the model itself (checkpoints, evaluation)
+    train_model: torch.nn.Module  # what the step calls: the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    loss_fn: SegmentationLoss
+    train_set: Any
+    val_set: Any
+    sampler: ResumableSampler
+    loader: DataLoader
+    steps_per_epoch: int
+    total_steps: int
+    state: TrainState = field(default_factory=TrainState)
 
     @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+    def last_path(self) -> Path:
+        return self.out / LAST
 
     @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str) -> DistInfo:
-    """Join the process group when launched by ``torchrun`` (gloo on CPU, nccl on CUDA)."""
-    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        return DistInfo()
-    info = DistInfo(
-        rank=int(os.environ["RANK"]),
-        world_size=int(os.environ["WORLD_SIZE"]),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-    )
-    if not dist.is_initialized():
-        backend = "nccl" if runtime.resolve_device(device).type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend)
-    return info
-
-
-class ResumableSampler(DistributedSampler):
-    """``DistributedSampler`` (also for one process) that can skip the first samples of an
-    epoch, so a resumed run sees exactly the batches the stopped run had not seen."""
-
-    def __init__(self, dataset, num_replicas: int, rank: int, seed: int) -> None:
-        super().__init__(
-            dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True
-        )
-        self.start = 0
-
-    def set_start(self, start: int) -> None:
-        self.start = start
-
-    def __iter__(self):
-        return iter(list(super().__iter__())[self.start :])
-
-    def __len__(self) -> int:
-        return max(super().__len__() - self.start, 0)
+    def best_path(self) -> Path:
+        return self.out / BEST
 
 
 # --------------------------------------------------------------------------- progress
@@ -183,12 +151,11 @@ def read_progress(run_dir: str | Path) -> list[Event]:
     return events
 
 
-class _StopFlag:
-    """Set by SIGINT/SIGTERM or a STOP file; checked after every step."""
+class StopFlag:
+    """Set by SIGINT/SIGTERM or a STOP file; read after every step."""
 
-    def __init__(self, run_dir: Path, extra_files: Iterable[Path] = ()) -> None:
-        self.stop_file = run_dir / "STOP"
-        self.extra_files = [Path(p) for p in extra_files]
+    def __init__(self, run_dir: Path, extra_files: Iterable[str | Path] = ()) -> None:
+        self.files = [run_dir / "STOP", *(Path(p) for p in extra_files)]
         self.signalled: str | None = None
         self._previous: dict[int, Any] = {}
 
@@ -208,15 +175,45 @@ class _StopFlag:
     def reason(self) -> str | None:
         if self.signalled:
             return self.signalled
-        if self.stop_file.exists():
-            return "STOP file"
-        for path in self.extra_files:
+        for path in self.files:
             if path.exists():
-                return f"STOP file {path}"
+                return "STOP file" if path == self.files[0] else f"STOP file {path}"
         return None
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- run folder
+
+
+@contextlib.contextmanager
+def run_folder(out: Path, is_main: bool):
+    """Own ``out`` for the life of the run: refuse a file, take the folder's lock (a
+    second process training into it stops at once), remove what a killed write left."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run folder")
+    if not is_main:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / LOCK_FILE).open("a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "another process"
+            raise ValueError(
+                f"{out} is in use by a training process ({owner}); wait for it to end or "
+                "give another --out"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}")
+        lock.flush()
+        for stale in out.glob(".*.safetensors.*.tmp"):
+            stale.unlink(missing_ok=True)  # a checkpoint write that a kill interrupted
+        yield
+
+
+# --------------------------------------------------------------------------- building
 
 
 def _seed_everything(seed: int) -> None:
@@ -237,75 +234,6 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def train_one_epoch(
-    model, loader, loss_fn, optimizer, scheduler, state, config, device, precision, emit, stop
-) -> dict[str, float]:
-    """Run the optimizer over one epoch (or what is left of it). Returns timing and loss."""
-    model.train()
-    channels_last = precision == "bf16"
-    loss_sum, loss_count = 0.0, 0
-    step_time = 0.0
-    window_start, window_steps, window_images = time.perf_counter(), 0, 0
-    epoch_start = time.perf_counter()
-    for batch in loader:
-        if batch is None:
-            continue
-        t0 = time.perf_counter()
-        images = batch["image"].to(device, non_blocking=True)
-        target = batch["mask"].to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with runtime.autocast(device, precision):
-            # DDP's forward is the wrapped forward_heads (see _HeadsForDDP).
-            heads = model(images) if _is_ddp(model) else model.forward_heads(images)
-        loss = loss_fn(heads, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        loss_value = float(loss.detach())
-        step_time += time.perf_counter() - t0
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at step {state['step']}")
-
-        state["step"] += 1
-        state["step_in_epoch"] += 1
-        loss_sum += loss_value
-        loss_count += 1
-        window_steps += 1
-        window_images += images.shape[0] * state["world_size"]
-        if state["step"] % config.log_every == 0 or state["step"] == state["total_steps"]:
-            now = time.perf_counter()
-            ips = window_images / max(now - window_start, 1e-9)
-            state["recent_step_s"] = (now - window_start) / window_steps
-            window_start, window_steps, window_images = now, 0, 0
-            emit(
-                {
-                    "event": "step",
-                    "step": state["step"],
-                    "total_steps": state["total_steps"],
-                    "epoch": state["epoch"],
-                    "epochs": config.epochs,
-                    "loss": loss_value,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "images_per_s": ips,
-                    "eta_s": state["recent_step_s"] * (state["total_steps"] - state["step"]),
-                }
-            )
-        if stop.reason() or state["step"] >= state["total_steps"]:
-            break
-    return {
-        "train_loss": loss_sum / max(loss_count, 1),
-        "steps": loss_count,
-        "epoch_time_s": time.perf_counter() - epoch_start,
-        "model_step_time_s": step_time,
-    }
-
-
-def _is_ddp(model) -> bool:
-    return isinstance(model, torch.nn.parallel.DistributedDataParallel)
-
-
 class _HeadsForDDP(torch.nn.Module):
     """DDP wraps ``forward``; this makes ``forward`` return the deep-supervision heads."""
 
@@ -317,80 +245,84 @@ class _HeadsForDDP(torch.nn.Module):
         return self.model.forward_heads(x)
 
 
-def fit(
-    config: TrainConfig,
-    callbacks: Iterable[Callback] = (),
-    resume: bool = False,
-    stop_files: Iterable[str | Path] = (),
-) -> dict[str, Any]:
-    """Train ``config.model`` on ``config.data``; write checkpoints and progress to ``config.out``.
+def _datasets(config: TrainConfig, normalization: dict) -> tuple[Any, Any]:
+    from segdemo.data import open_dataset
 
-    ``stop_files``: besides ``<out>/STOP``, files whose appearance also stops the run (a
-    study's own STOP file).
+    options = dict(
+        fmt=config.data_format,
+        label_set=config.label_set,
+        normalization=normalization,
+        **config.data_options,
+    )
+    train_set = open_dataset(
+        config.data, "train", size=config.size, augment=config.augment,
+        scale_range=config.scale_range, photometric=config.photometric, **options,
+    )  # fmt: skip
+    val_set = open_dataset(config.data, "val", size=None, augment=False, **options)
+    if config.val_max_items is not None:
+        val_set = torch.utils.data.Subset(val_set, range(min(config.val_max_items, len(val_set))))
+    return train_set, val_set
 
-    Returns:
-        A summary: status (``finished`` or ``stopped``), steps, epochs, best and last metrics,
-        and the checkpoint paths.
-    """
-    from segdemo.data import collate_fn, open_dataset
-    from segdemo.evaluate import evaluate
+
+def _class_weights(config: TrainConfig, train_set) -> list[float] | None:
+    """``sqrt_inverse_frequency``: w_c = 1/sqrt(f_c), scaled to mean 1 over the classes
+    present in (an evenly spaced sample of 500 of) the training masks; 1 for absent ones."""
+    if config.class_weighting == "none":
+        return None
+    from segdemo.data import class_frequencies
+
+    counts = class_frequencies(train_set, max_items=500).astype(np.float64)
+    present = counts > 0
+    weights = np.ones_like(counts)
+    weights[present] = 1.0 / np.sqrt(counts[present] / counts.sum())
+    weights[present] /= weights[present].mean()
+    return weights.tolist()
+
+
+def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; with ``encoder_lr_mult != 1`` the encoder is its own parameter group."""
+    from segdemo.models import encoder_of
+
+    encoder = encoder_of(model) if config.encoder_lr_mult != 1.0 else None
+    if encoder is None:
+        groups = [{"params": list(model.parameters()), "lr": config.lr}]
+    else:
+        in_encoder = {id(p) for p in encoder.parameters()}
+        groups = [
+            {"params": [p for p in model.parameters() if id(p) not in in_encoder], "lr": config.lr},
+            {"params": list(encoder.parameters()), "lr": config.lr * config.encoder_lr_mult},
+        ]
+    for group in groups:
+        group["initial_lr"] = group["lr"]  # the schedule scales this (as torch's schedulers)
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build_run(config: TrainConfig) -> Run:
+    """Model, data, optimizer and loss of ``config``, placed on its device."""
     from segdemo.labels import get_label_set
     from segdemo.models import create_model, get_model_config
 
-    out = Path(config.out)
     dist_info = init_distributed(config.device)
     device = runtime.resolve_device(config.device)
     if device.type == "cuda" and dist_info.enabled:
         device = torch.device("cuda", dist_info.local_rank)
         torch.cuda.set_device(device)
     precision = runtime.resolve_precision(config.precision, device)
-    last_path, best_path = out / "last.safetensors", out / "best.safetensors"
-
-    resumed = None
-    if resume:
-        if not last_path.is_file():
-            raise FileNotFoundError(f"cannot resume: {last_path} does not exist")
-        resumed = checkpoints.load_checkpoint(last_path, with_optimizer=True)
-        saved = resumed.metadata["train_config"]
-        changed = [
-            f"{key} was {saved.get(key)!r}"
-            for key in IDENTITY_FIELDS
-            if json.dumps(saved.get(key)) != json.dumps(getattr(config, key))
-        ]
-        if changed:
-            raise ValueError(
-                f"cannot resume {last_path} with another configuration ({'; '.join(changed)})"
-            )
-
     _seed_everything(config.seed + dist_info.rank)
     label_set = get_label_set(config.label_set)
-    model = create_model(config.model, label_set.num_classes, **config.model_kwargs)
-    if resumed is not None:
-        model.load_state_dict(resumed.model.state_dict())
-    normalization = model.normalization
-    model.to(device)
+    model = create_model(config.model, label_set.num_classes, **config.model_kwargs).to(device)
     if precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
-
-    data_kwargs = dict(
-        fmt=config.data_format,
-        label_set=label_set.name,
-        normalization=normalization,
-        **config.data_options,
-    )
-    train_set = open_dataset(
-        config.data, "train", size=config.size, augment=config.augment, **data_kwargs
-    )
-    val_set = open_dataset(config.data, "val", size=None, augment=False, **data_kwargs)
-    if config.val_max_items is not None:
-        val_set = torch.utils.data.Subset(val_set, range(min(config.val_max_items, len(val_set))))
-    if len(train_set) < config.batch_size * dist_info.world_size:
+    train_set, val_set = _datasets(config, model.normalization)
+    per_step = config.batch_size * dist_info.world_size
+    if len(train_set) < per_step:
         raise ValueError(
             f"the train split of {config.data} has {len(train_set)} images, fewer than one "
             f"batch of {config.batch_size} per process"
         )
-
     sampler = ResumableSampler(train_set, dist_info.world_size, dist_info.rank, config.seed)
+    from segdemo.data import collate_fn
+
     loader = DataLoader(
         train_set,
         batch_size=config.batch_size,
@@ -400,206 +332,341 @@ def fit(
         drop_last=True,
         collate_fn=collate_fn,
         worker_init_fn=_worker_init,
-        persistent_workers=False,
         # Its own generator: creating an iterator must not draw from the global RNG that
         # dropout uses, or a resumed run would diverge from an uninterrupted one.
         generator=torch.Generator(),
         prefetch_factor=4 if config.workers > 0 else None,
     )
-    steps_per_epoch = len(train_set) // (config.batch_size * dist_info.world_size)
+    steps_per_epoch = len(train_set) // per_step
     total_steps = steps_per_epoch * config.epochs
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-
     train_model = model
     if dist_info.enabled:
-        wrapped = _HeadsForDDP(model)
-        # smp's timm encoders keep layers their forward never uses (EfficientNet's conv_head).
         train_model = torch.nn.parallel.DistributedDataParallel(
-            wrapped,
+            _HeadsForDDP(model),
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=get_model_config(config.model).find_unused_parameters,
         )
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    loss_fn = SegmentationLoss(
+        config.loss,
+        label_set.num_classes,
+        label_set.ignore_index,
+        class_weights=_class_weights(config, train_set),
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: lr_factor(step, total_steps, config.warmup_steps, config.schedule),
-    )
-    loss_fn = SegmentationLoss(config.loss, label_set.num_classes, label_set.ignore_index)
+    return Run(
+        config=config, out=Path(config.out), dist=dist_info, device=device,
+        precision=precision, label_set=label_set, model=model, train_model=train_model,
+        optimizer=_optimizer(model, config), loss_fn=loss_fn, train_set=train_set,
+        val_set=val_set, sampler=sampler, loader=loader, steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+    )  # fmt: skip
 
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "step": 0,
-        "step_in_epoch": 0,
-        "best_miou": -1.0,
-        "history": [],
-        "best_metrics": None,
-        "last_metrics": None,
+
+# --------------------------------------------------------------------------- resuming
+
+
+def load_for_resume(config: TrainConfig) -> checkpoints.Checkpoint:
+    """``<out>/last.safetensors``, after checking that ``config`` continues that run.
+
+    Raises:
+        FileNotFoundError: there is no ``last.safetensors`` to resume from.
+        ValueError: a setting that defines the run differs (the message names its flag).
+    """
+    last = Path(config.out) / LAST
+    if not last.is_file():
+        raise FileNotFoundError(f"cannot resume: {last} does not exist")
+    resumed = checkpoints.load_checkpoint(last, with_optimizer=True)
+    saved = TrainConfig.from_dict(resumed.metadata["train_config"])
+    changed = config.changed_identity(saved)
+    if changed:
+        raise ValueError(
+            f"cannot resume {last} with other settings ({'; '.join(changed)}); a resumed run "
+            "keeps its data, model and schedule"
+        )
+    return resumed
+
+
+def restore(run: Run, resumed: checkpoints.Checkpoint) -> None:
+    """Model, optimizer, random state and progress of the checkpoint; the best-model
+    record is taken from ``best.safetensors`` itself, the file on disk being the truth."""
+    run.model.load_state_dict(resumed.model.state_dict())
+    run.state = TrainState.from_dict(resumed.metadata["train_state"])
+    tensors = resumed.train_tensors
+    optimizer_tensors = {
+        k.removeprefix("optimizer/"): v for k, v in tensors.items() if k.startswith("optimizer/")
     }
-    if resumed is not None:
-        state.update(resumed.metadata["train_state"])
-        rest = resumed.metadata["optimizer"]
-        tensors = resumed.train_tensors
-        optimizer_tensors = {
-            k.removeprefix("optimizer/"): v
-            for k, v in tensors.items()
-            if k.startswith("optimizer/")
-        }
-        optimizer.load_state_dict(checkpoints.unflatten_optimizer_state(optimizer_tensors, rest))
-        if "rng/torch" in tensors:  # dropout continues exactly where the stopped run was
-            torch.set_rng_state(tensors["rng/torch"])
-        scheduler.last_epoch = state["step"]  # the schedule is a pure function of the step
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * lr_factor(
-                state["step"], total_steps, config.warmup_steps, config.schedule
-            )
-    state["total_steps"] = total_steps
-    state["world_size"] = dist_info.world_size
+    run.optimizer.load_state_dict(
+        checkpoints.unflatten_optimizer_state(optimizer_tensors, resumed.metadata["optimizer"])
+    )
+    if "rng/torch" in tensors:  # dropout continues exactly where the stopped run was
+        torch.set_rng_state(tensors["rng/torch"])
+    best = _best_on_disk(run.best_path)
+    state = run.state
+    if best is None:
+        state.best_miou = state.best_step = state.best_metrics = None
+    else:
+        state.best_miou, state.best_step, state.best_metrics = best
 
-    sinks: list[Callback] = list(callbacks) if dist_info.is_main else []
-    if dist_info.is_main:
-        sinks.append(ProgressLog(out / "progress.jsonl"))
+
+def _best_on_disk(path: Path) -> tuple[float, int, dict] | None:
+    """(mIoU, step, metrics) that ``best.safetensors`` holds, or None without a usable one."""
+    if not path.is_file():
+        return None
+    try:
+        meta = checkpoints.read_metadata(path)
+        metrics = (meta.get("metrics") or {}).get("best")
+        return float(metrics["miou"]), int(meta["step"]), metrics
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+# --------------------------------------------------------------------------- one epoch
+
+
+def _set_lr(run: Run) -> None:
+    c = run.config
+    factor = lr_factor(run.state.step, run.total_steps, c.warmup_steps, c.schedule)
+    for group in run.optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * factor
+
+
+def train_step(run: Run, batch: dict) -> float:
+    """One optimizer step on ``batch``; returns the loss."""
+    images = batch["image"].to(run.device, non_blocking=True)
+    target = batch["mask"].to(run.device, non_blocking=True)
+    if run.precision == "bf16":
+        images = images.contiguous(memory_format=torch.channels_last)
+    _set_lr(run)
+    with runtime.autocast(run.device, run.precision):
+        # DDP's forward is the wrapped forward_heads (see _HeadsForDDP).
+        model = run.train_model
+        heads = model(images) if model is not run.model else model.forward_heads(images)
+    loss = run.loss_fn(heads, target)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    run.optimizer.step()
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise FloatingPointError(f"loss became {value} at step {run.state.step}")
+    return value
+
+
+def train_one_epoch(run: Run, emit: Callback, stop: StopFlag) -> dict[str, Any]:
+    """Steps over the rest of the current epoch, until it ends, the run's last step, or a
+    stop. Ranks agree before each step on stopping and on skipping a batch that some
+    rank could not read at all, so they always enter the same collectives."""
+    c, state = run.config, run.state
+    run.train_model.train()
+    run.sampler.set_epoch(state.epoch)
+    run.loader.generator.manual_seed(c.seed * 100_003 + state.epoch)
+    run.sampler.set_start(state.batches_in_epoch * c.batch_size)
+    losses, step_time, stop_reason = [], 0.0, None
+    window = (time.perf_counter(), 0, 0)  # start, steps, images since the last event
+    epoch_start = time.perf_counter()
+    for batch in run.loader:
+        stop_now, skip = agree(
+            [stop.reason() is not None, batch is None], run.device, run.dist.enabled
+        )
+        if stop_now:
+            stop_reason = stop.reason() or "stop on another rank"
+            break
+        state.batches_in_epoch += 1
+        if skip:
+            continue
+        started = time.perf_counter()
+        losses.append(train_step(run, batch))
+        step_time += time.perf_counter() - started
+        state.step += 1
+        window = (window[0], window[1] + 1, window[2] + len(batch["image"]) * run.dist.world_size)
+        if state.step % c.log_every == 0 or state.step == run.total_steps:
+            now = time.perf_counter()
+            seconds_per_step = (now - window[0]) / window[1]
+            emit({
+                "event": "step", "step": state.step, "total_steps": run.total_steps,
+                "epoch": state.epoch, "epochs": c.epochs, "loss": losses[-1],
+                "lr": run.optimizer.param_groups[0]["lr"],
+                "images_per_s": window[2] / max(now - window[0], 1e-9),
+                "eta_s": seconds_per_step * (run.total_steps - state.step),
+            })  # fmt: skip
+            window = (now, 0, 0)
+        if state.step >= run.total_steps:
+            break
+    else:
+        # The loader ran dry: a stop asked for during the epoch's last step still counts,
+        # agreed on like every other stop.
+        if agree([stop.reason() is not None], run.device, run.dist.enabled)[0]:
+            stop_reason = stop.reason() or "stop on another rank"
+    return {
+        "train_loss": sum(losses) / len(losses) if losses else None,
+        "steps": len(losses),
+        "epoch_time_s": time.perf_counter() - epoch_start,
+        "model_step_time_s": step_time,
+        "stop_reason": stop_reason,
+    }
+
+
+def validate(run: Run) -> dict[str, Any]:
+    from segdemo.evaluate import evaluate
+
+    return evaluate(
+        run.model, run.val_set, input_size=run.config.size, device=run.device,
+        precision=run.precision, batch_size=run.config.batch_size, distributed=run.dist.enabled,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- saving
+
+
+def save(run: Run, *, best: bool) -> None:
+    """Write ``best`` (when it improved) and then ``last``: a kill in between leaves a
+    ``last`` that claims an older best, which ``restore`` reconciles from the files."""
+    if not run.dist.is_main:
+        return
+    state = run.state
+    opt_tensors, opt_rest = checkpoints.flatten_optimizer_state(run.optimizer)
+    train_tensors = {f"optimizer/{k}": v for k, v in opt_tensors.items()}
+    train_tensors["rng/torch"] = torch.get_rng_state()
+    meta = checkpoints.build_metadata(
+        run.model, run.label_set, run.config.size, run.model.normalization,
+        train_config=run.config.to_dict(), epoch=state.epoch, step=state.step,
+        metrics={"last": state.last_metrics, "best": state.best_metrics},
+        dataset_fingerprint=_fingerprint(run.train_set), train_state=state.to_dict(),
+        optimizer=opt_rest, precision=run.precision,
+    )  # fmt: skip
+    targets = [(run.best_path, None)] if best else []
+    targets.append((run.last_path, train_tensors))
+    for path, tensors in targets:
+        try:
+            checkpoints.save_checkpoint(path, run.model, meta, train_tensors=tensors)
+        except OSError as exc:
+            kept = "the previous one is intact" if path.exists() else "nothing was written"
+            raise ValueError(f"cannot write {path}: {exc.strerror or exc}; {kept}") from exc
+
+
+def _fingerprint(dataset) -> str | None:
+    fingerprint = getattr(dataset, "fingerprint", None)
+    return fingerprint() if callable(fingerprint) else None
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _epoch_event(run: Run, stats: dict, metrics: dict) -> Event:
+    event = {
+        "event": "epoch", "epoch": run.state.epoch, "epochs": run.config.epochs,
+        "step": run.state.step, "train_loss": stats["train_loss"],
+        "val_miou": metrics["miou"], "val_pixel_accuracy": metrics["pixel_accuracy"],
+        "per_class_iou": metrics["per_class_iou"], "epoch_time_s": stats["epoch_time_s"],
+        "model_step_time_s": stats["model_step_time_s"],
+        "data_overhead_ratio": stats["epoch_time_s"] / max(stats["model_step_time_s"], 1e-9),
+        "eval_time_s": metrics["eval_time_s"], "best_miou": run.state.best_miou,
+    }  # fmt: skip
+    if "per_level" in metrics:
+        event["per_level_miou"] = {
+            mode: {level: m["miou"] for level, m in levels.items()}
+            for mode, levels in metrics["per_level"].items()
+        }
+    return event
+
+
+def _finish_epoch(run: Run, stats: dict, emit: Callback) -> None:
+    """Validate, record, save ``best`` if it improved and ``last``, report the epoch."""
+    state = run.state
+    metrics = validate(run)
+    state.last_metrics = metrics
+    state.epoch += 1
+    state.batches_in_epoch = 0
+    state.history.append({
+        "epoch": state.epoch, "step": state.step, "train_loss": stats["train_loss"],
+        "val_miou": metrics["miou"],
+    })  # fmt: skip
+    improved = state.best_miou is None or metrics["miou"] > state.best_miou
+    if improved:
+        state.best_miou, state.best_step, state.best_metrics = metrics["miou"], state.step, metrics
+    save(run, best=improved)
+    emit(_epoch_event(run, stats, metrics))
+
+
+def fit(
+    config: TrainConfig,
+    callbacks: Iterable[Callback] = (),
+    resume: bool = False,
+    stop_files: Iterable[str | Path] = (),
+) -> dict[str, Any]:
+    """Train ``config.model`` on ``config.data``; write checkpoints and progress to ``config.out``.
+
+    Args:
+        callbacks: called with every event (rank 0 only).
+        resume: continue from ``<out>/last.safetensors`` (same run-defining settings).
+        stop_files: besides ``<out>/STOP``, files whose appearance also stops the run (a
+            study's own STOP file).
+
+    Returns:
+        ``status`` (``finished`` or ``stopped``), ``step``, ``total_steps``, ``epoch``,
+        ``validated`` (whether any validation ran), ``best_miou`` and the paths ``last`` and
+        ``best`` (None for a file that does not exist).
+    """
+    out = Path(config.out)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with run_folder(out, is_main):
+        resumed = load_for_resume(config) if resume else None
+        run = build_run(config)
+        if resumed is not None:
+            restore(run, resumed)
+        return _train(run, list(callbacks), resumed is not None, stop_files)
+
+
+def _train(run: Run, callbacks: list[Callback], resumed: bool, stop_files) -> dict[str, Any]:
+    sinks = [*callbacks, ProgressLog(run.out / "progress.jsonl")] if run.dist.is_main else []
 
     def emit(event: Event) -> None:
         event.setdefault("time", time.time())
         for sink in sinks:
             sink(event)
 
-    def save(kind_paths: list[Path], metrics: dict | None) -> None:
-        if not dist_info.is_main:
-            return
-        opt_tensors, opt_rest = checkpoints.flatten_optimizer_state(optimizer)
-        train_tensors = {f"optimizer/{k}": v for k, v in opt_tensors.items()}
-        train_tensors["rng/torch"] = torch.get_rng_state()
-        train_state = {
-            k: state[k]
-            for k in ("epoch", "step", "step_in_epoch", "best_miou", "history")
-            if k in state
-        }
-        train_state["best_metrics"] = state["best_metrics"]
-        train_state["last_metrics"] = state["last_metrics"]
-        meta = checkpoints.build_metadata(
-            model,
-            label_set,
-            config.size,
-            normalization,
-            train_config=config.to_dict(),
-            epoch=state["epoch"],
-            step=state["step"],
-            metrics={"last": state["last_metrics"], "best": state["best_metrics"]},
-            dataset_fingerprint=_fingerprint(train_set),
-            train_state=train_state,
-            optimizer=opt_rest,
-            precision=precision,
-        )
-        for path in kind_paths:
-            with_optimizer = path == last_path
-            checkpoints.save_checkpoint(
-                path, model, meta, train_tensors=train_tensors if with_optimizer else None
-            )
-
-    stop = _StopFlag(out, stop_files)
-    if resumed is not None and dist_info.is_main:
-        # The STOP file that ended the previous attempt must not end this one.
-        stop.stop_file.unlink(missing_ok=True)
-    if dist_info.enabled:
-        dist.barrier()
+    stop = StopFlag(run.out, stop_files)
+    if resumed and run.dist.is_main:
+        stop.files[0].unlink(missing_ok=True)  # the STOP that ended the last attempt
+    barrier(run.dist.enabled)
     stop.install()
-    status = "finished"
-    emit(
-        {
-            "event": "start",
-            "resumed": resumed is not None,
-            "config": config.to_dict(),
-            "device": runtime.describe(device, precision),
-            "world_size": dist_info.world_size,
-            "step": state["step"],
-            "total_steps": total_steps,
-            "steps_per_epoch": steps_per_epoch,
-            "train_images": len(train_set),
-            "val_images": len(val_set),
-            "pid": os.getpid(),
-        }
-    )
+    state, status = run.state, "finished"
+    emit({
+        "event": "start", "resumed": resumed, "config": run.config.to_dict(),
+        "device": runtime.describe(run.device, run.precision),
+        "world_size": run.dist.world_size, "step": state.step, "total_steps": run.total_steps,
+        "steps_per_epoch": run.steps_per_epoch, "train_images": len(run.train_set),
+        "val_images": len(run.val_set), "pid": os.getpid(),
+    })  # fmt: skip
     try:
-        while state["step"] < total_steps:
-            sampler.set_epoch(state["epoch"])
-            loader.generator.manual_seed(config.seed * 100_003 + state["epoch"])
-            sampler.set_start(state["step_in_epoch"] * config.batch_size)
-            epoch_stats = train_one_epoch(
-                train_model, loader, loss_fn, optimizer, scheduler, state, config,
-                device, precision, emit, stop,
-            )  # fmt: skip
-            reason = stop.reason()
-            epoch_done = state["step_in_epoch"] >= steps_per_epoch or state["step"] >= total_steps
-            if reason and not epoch_done:
-                status = "stopped"
-                save([last_path], None)
-                emit({"event": "stopped", "reason": reason, "step": state["step"]})
-                break
-            metrics = evaluate(
-                model, val_set, input_size=config.size, device=device, precision=precision,
-                batch_size=config.batch_size, distributed=dist_info.enabled,
-            )  # fmt: skip
-            state["last_metrics"] = metrics
-            summary = {
-                "event": "epoch",
-                "epoch": state["epoch"] + 1,
-                "epochs": config.epochs,
-                "step": state["step"],
-                "train_loss": epoch_stats["train_loss"],
-                "val_miou": metrics["miou"],
-                "val_pixel_accuracy": metrics["pixel_accuracy"],
-                "per_class_iou": metrics["per_class_iou"],
-                "epoch_time_s": epoch_stats["epoch_time_s"],
-                "model_step_time_s": epoch_stats["model_step_time_s"],
-                "data_overhead_ratio": epoch_stats["epoch_time_s"]
-                / max(epoch_stats["model_step_time_s"], 1e-9),
-                "eval_time_s": metrics["eval_time_s"],
-            }
-            if "per_level" in metrics:
-                summary["per_level_miou"] = {
-                    mode: {lvl: m["miou"] for lvl, m in levels.items()}
-                    for mode, levels in metrics["per_level"].items()
-                }
-            state["history"].append(
-                {k: summary[k] for k in ("epoch", "step", "train_loss", "val_miou")}
+        while state.step < run.total_steps:
+            stats = train_one_epoch(run, emit, stop)
+            epoch_done = (
+                state.batches_in_epoch >= run.steps_per_epoch or state.step >= run.total_steps
             )
-            state["epoch"] += 1
-            state["step_in_epoch"] = 0
-            improved = metrics["miou"] > state["best_miou"]
-            if improved:
-                state["best_miou"] = metrics["miou"]
-                state["best_metrics"] = metrics
-            save([last_path, best_path] if improved else [last_path], metrics)
-            summary["best_miou"] = state["best_miou"]
-            emit(summary)
-            if reason:
+            if epoch_done:
+                _finish_epoch(run, stats, emit)
+            elif stats["stop_reason"] is not None:
+                save(run, best=False)
+            if stats["stop_reason"] is not None and state.step < run.total_steps:
                 status = "stopped"
-                emit({"event": "stopped", "reason": reason, "step": state["step"]})
+                emit({"event": "stopped", "reason": stats["stop_reason"], "step": state.step})
                 break
     except BaseException as e:
-        emit({"event": "failed", "error": f"{type(e).__name__}: {e}", "step": state["step"]})
+        emit({"event": "failed", "error": f"{type(e).__name__}: {e}", "step": state.step})
         raise
     finally:
         stop.restore()
     result = {
         "status": status,
-        "step": state["step"],
-        "total_steps": total_steps,
-        "epoch": state["epoch"],
-        "best_miou": state["best_miou"],
-        "last": str(last_path),
-        "best": str(best_path),
+        "step": state.step,
+        "total_steps": run.total_steps,
+        "epoch": state.epoch,
+        "validated": state.last_metrics is not None,
+        "best_miou": state.best_miou,
+        "last": str(run.last_path) if run.last_path.is_file() else None,
+        "best": str(run.best_path) if run.best_path.is_file() else None,
     }
     emit({"event": "end", **result})
-    if dist_info.enabled:
-        dist.barrier()
+    barrier(run.dist.enabled)
     return result
-
-
-def _fingerprint(dataset) -> str | None:
-    fingerprint = getattr(dataset, "fingerprint", None)
-    return fingerprint() if callable(fingerprint) else None

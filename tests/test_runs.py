@@ -223,7 +223,7 @@ def test_new_run_id_is_unique(tmp_path):
 
 def test_train_arguments_round_trip_through_the_cli():
     from segdemo.cli import build_parser
-    from segdemo.cli.train import _train_config_values
+    from segdemo.config import values_from_arguments
 
     config = TrainConfig(
         data="synthetic",
@@ -238,9 +238,14 @@ def test_train_arguments_round_trip_through_the_cli():
         lr=5e-3,
         val_max_items=2,
         augment=False,
+        scale_range=(0.5, 2.0),
+        photometric="strong",
+        loss="ohem_ce_dice",
+        class_weighting="sqrt_inverse_frequency",
+        encoder_lr_mult=0.1,
     )
     args = build_parser().parse_args(["train", *runs.train_arguments(config), "--out", "x"])
-    parsed = TrainConfig.from_dict(_train_config_values(args))
+    parsed = TrainConfig.from_dict(values_from_arguments(vars(args)))
     assert parsed.to_dict() == {**config.to_dict(), "out": "x"}
 
 

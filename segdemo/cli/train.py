@@ -7,41 +7,11 @@ import json
 import os
 from pathlib import Path
 
-from segdemo.cli.types import model_arg, size
-
-# Arguments that may change when a run is resumed; all others define the run itself.
-_CONTINUATION_FIELDS = (
-    "epochs", "max_steps", "device", "precision", "workers", "out", "log_every", "val_max_items",
-)  # fmt: skip
-_ARG_TO_FIELD = {"format": "data_format", "batch": "batch_size"}
+from segdemo.config import add_train_arguments
 
 
-def _train_config_values(args) -> dict:
-    """TrainConfig fields from the arguments the user actually typed (others are absent)."""
-    given = vars(args)
-    values: dict = {}
-    model_kwargs = dict(given.get("model_arg") or [])
-    for key in ("base_width", "encoder", "deep_supervision"):
-        if key in given:
-            model_kwargs[key] = given[key]
-    if "encoder_weights" in given:
-        model_kwargs["encoder_weights"] = (
-            None if given["encoder_weights"] == "none" else given["encoder_weights"]
-        )
-    if model_kwargs:
-        values["model_kwargs"] = model_kwargs
-    if "synthetic_length" in given:
-        values["data_options"] = {"length": given["synthetic_length"]}
-    if given.get("no_augment"):
-        values["augment"] = False
-    for key in (
-        "data", "format", "label_set", "model", "epochs", "max_steps", "size", "batch", "lr",
-        "weight_decay", "schedule", "warmup_steps", "loss", "seed", "device", "precision",
-        "workers", "out", "log_every", "val_max_items",
-    ):  # fmt: skip
-        if key in given:
-            values[_ARG_TO_FIELD.get(key, key)] = given[key]
-    return values
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 class _ConsoleProgress:
@@ -71,7 +41,7 @@ class _ConsoleProgress:
             )
         elif kind == "epoch":
             line = (
-                f"epoch {event['epoch']}/{event['epochs']}: train loss {event['train_loss']:.4f}, "
+                f"epoch {event['epoch']}/{event['epochs']}: train loss {_number(event['train_loss'])}, "
                 f"val mIoU {event['val_miou']:.4f}, pixel acc {event['val_pixel_accuracy']:.4f}, "
                 f"{event['epoch_time_s']:.0f}s (data overhead x{event['data_overhead_ratio']:.2f}, "
                 f"eval {event['eval_time_s']:.0f}s), best {event['best_miou']:.4f}"
@@ -86,30 +56,30 @@ class _ConsoleProgress:
 
 def cmd_train(args) -> int:
     from segdemo.checkpoints import read_metadata
-    from segdemo.train import TrainConfig, fit
+    from segdemo.config import TrainConfig, values_from_arguments
+    from segdemo.train import fit
 
-    values = _train_config_values(args)
+    values = values_from_arguments(vars(args))
     values.setdefault("out", str(Path("runs") / values.get("model", TrainConfig.model)))
     if args.resume:
         last = Path(values["out"]) / "last.safetensors"
         if not last.is_file():
             raise FileNotFoundError(f"cannot resume: {last} does not exist")
         saved = read_metadata(last)["train_config"]
-        changed = [
-            f"--{k.replace('_', '-')}"
-            for k, v in values.items()
-            if k not in _CONTINUATION_FIELDS and json.dumps(v) != json.dumps(saved.get(k))
-        ]
-        if changed:
-            raise ValueError(
-                f"cannot resume {values['out']} with other settings ({', '.join(changed)}); "
-                "a resumed run keeps its data, model and schedule"
-            )
+        # What was typed overrides the saved run; fit refuses a change of what defines it.
+        for merged in ("model_kwargs", "data_options"):
+            if merged in values:
+                values[merged] = {**saved.get(merged, {}), **values[merged]}
         values = {**saved, **values}
     config = TrainConfig.from_dict(values)
     callbacks = [] if args.quiet else [_ConsoleProgress()]
     result = fit(config, callbacks=callbacks, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary line, not one per rank
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary, not one per rank
+        if not result["validated"]:
+            print(
+                f"{result['status']} at step {result['step']} before its first validation: "
+                "no validated checkpoint yet (last.safetensors can resume it)"
+            )
         print(json.dumps(result))
     return 0
 
@@ -162,38 +132,9 @@ def add_parsers(sub) -> None:
         description="Train a model. Unset options take the TrainConfig defaults shown.",
         argument_default=argparse.SUPPRESS,
     )
-    train.add_argument("--data", help="dataset folder or 'synthetic' (default)")
-    train.add_argument("--format", help="dataset format (default: detect)")
-    train.add_argument("--label-set", help="cityscapes19 (default) or road")
-    train.add_argument("--model", help="unet (default), unetpp, unetpp_ds, smp_unet, smp_unetpp")
-    train.add_argument("--base-width", type=int, help="scratch models: channels at level 0")
-    train.add_argument("--encoder", help="smp models: encoder name, e.g. resnet18")
-    train.add_argument("--encoder-weights", choices=["imagenet", "none"], help="smp encoders")
-    ds = train.add_mutually_exclusive_group()
-    ds.add_argument("--deep-supervision", dest="deep_supervision", action="store_true")
-    ds.add_argument("--no-deep-supervision", dest="deep_supervision", action="store_false")
-    train.add_argument("--model-arg", type=model_arg, action="append", metavar="KEY=VALUE",
-                       help="any other model keyword argument (repeatable)")  # fmt: skip
-    train.add_argument("--epochs", type=int, help="default 10")
-    train.add_argument("--max-steps", type=int, help="stop after this many steps in total")
-    train.add_argument("--size", type=size, help="HxW, e.g. 256x256 (default 128x256)")
-    train.add_argument("--batch", type=int, help="default 8")
-    train.add_argument("--lr", type=float, help="AdamW learning rate (default 2e-3)")
-    train.add_argument("--weight-decay", type=float, help="default 1e-4")
-    train.add_argument("--schedule", choices=["poly", "cosine"], help="default poly")
-    train.add_argument("--warmup-steps", type=int, help="default 100")
-    train.add_argument("--loss", choices=["ce", "dice", "ce_dice"], help="default ce_dice")
-    train.add_argument("--no-augment", action="store_true", help="turn off flips/crops/jitter")
-    train.add_argument("--seed", type=int, help="default 0")
-    train.add_argument("--device", help="auto (default), cpu, cuda, cuda:1, ...")
-    train.add_argument("--precision", choices=["auto", "bf16", "fp32"], help="default auto")
-    train.add_argument("--workers", type=int, help="DataLoader worker processes (default 1)")
-    train.add_argument("--out", help="run folder (default runs/<model>)")
+    add_train_arguments(train)
     train.add_argument("--resume", action="store_true", default=False,
                        help="continue from --out/last.safetensors")  # fmt: skip
-    train.add_argument("--log-every", type=int, help="steps between progress events (default 10)")
-    train.add_argument("--val-max-items", type=int, help="evaluate on the first N val images")
-    train.add_argument("--synthetic-length", type=int, help="images in the synthetic train split")
     train.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
     train.set_defaults(func=cmd_train)
     add_study_parser(sub)

@@ -78,7 +78,10 @@ def open_dataset(
         normalization: ``dict(mean=(r, g, b), std=(r, g, b))`` in 0..1 units; None = ImageNet.
         **options: format options: ``length``, ``seed``, ``native_size`` (synthetic);
             ``max_color_distance`` (pairs, folder); ``val_every`` (kitti, folder);
-            ``on_error`` (``"skip"`` or ``"raise"``); ``cache`` (bool, colour-mask cache).
+            ``on_error`` (``"skip"`` or ``"raise"``); ``cache`` (bool, colour-mask cache);
+            augmentation options of every format: ``scale_range`` (multi-scale training,
+            e.g. ``(0.5, 2.0)``) and ``photometric`` (``"jitter"`` or ``"strong"``), see
+            ``segdemo.data.transforms.build_transform``.
 
     Returns:
         a :class:`SegmentationDataset`; items are ``{"image": (3, H, W) float32,

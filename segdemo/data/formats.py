@@ -95,6 +95,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         normalization: dict | None,
         on_error: str = "skip",
         cache: bool = True,
+        scale_range: Sequence[float] | None = None,
+        photometric: str = "jitter",
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -112,7 +114,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.normalization = resolve_normalization(normalization)
         self.on_error = on_error
         self.cache = cache
-        self._transform = build_transform(size, augment)
+        self._transform = build_transform(
+            size, augment, scale_range, photometric, label_set.ignore_index
+        )
         self._transform_seed: int | None = None
         self._problems: list[str] = []
         self._broken: dict[str, str] = {}

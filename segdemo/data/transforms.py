@@ -29,13 +29,46 @@ def resolve_normalization(normalization: dict | None) -> dict[str, tuple[float, 
     return {"mean": mean, "std": std}
 
 
-def build_transform(size: Sequence[int] | None, augment: bool) -> A.Compose | None:
+PHOTOMETRIC = ("jitter", "strong")
+
+
+def _photometric(kind: str) -> list[A.BasicTransform]:
+    """Colour augmentation: ``"jitter"`` a mild colour jitter; ``"strong"`` also varies
+    exposure (gamma), blurs (defocus, motion), adds sensor noise and JPEG artefacts, for
+    photos from other cameras and light."""
+    if kind not in PHOTOMETRIC:
+        raise ValueError(f"photometric must be one of {PHOTOMETRIC}, got {kind!r}")
+    if kind == "jitter":
+        return [A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.8)]
+    return [
+        A.ColorJitter(brightness=0.35, contrast=0.35, saturation=0.35, hue=0.04, p=0.8),
+        A.RandomGamma(gamma_limit=(70, 150), p=0.3),
+        A.OneOf(
+            [A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.5)), A.MotionBlur(blur_limit=5)],
+            p=0.25,
+        ),
+        A.GaussNoise(std_range=(0.01, 0.05), p=0.25),
+        A.ImageCompression(quality_range=(35, 95), p=0.35),
+    ]
+
+
+def build_transform(
+    size: Sequence[int] | None,
+    augment: bool,
+    scale_range: Sequence[float] | None = None,
+    photometric: str = "jitter",
+    ignore_index: int = 255,
+) -> A.Compose | None:
     """The albumentations pipeline for ``(image, mask)`` pairs.
 
-    Training (``augment=True``): random horizontal flip, a random crop of 35-100% of the area
-    (aspect ratio within 3:4..4:3 of the target's) resized to ``size``, and a mild colour
-    jitter. Without ``size`` the crop is skipped (items keep their native size). Evaluation:
-    a plain resize to ``size``, or nothing. Masks are always resized nearest-neighbour.
+    Training (``augment=True``): random horizontal flip; then either a random crop of
+    35-100% of the area (aspect ratio within 3:4..4:3 of the target's) resized to ``size``,
+    or, with ``scale_range=(lo, hi)``, multi-scale training as mmsegmentation's Cityscapes
+    pipeline: the frame resized to ``size``, scaled by a random factor in ``[lo, hi]``,
+    padded (photo black, mask ``ignore_index``) and randomly cropped back to ``size``; then
+    the ``photometric`` colour augmentation (see ``_photometric``). Without ``size`` the
+    geometric steps are skipped (items keep their native size). Evaluation: a plain resize
+    to ``size``, or nothing. Masks are always resized nearest-neighbour.
 
     Photos follow segdemo's one resize policy (``segdemo.images.resize_interpolation``):
     pixel-area averaging when shrinking, bilinear when enlarging, so a model sees the same
@@ -43,33 +76,47 @@ def build_transform(size: Sequence[int] | None, augment: bool) -> A.Compose | No
     """
     if size is not None:
         height, width = (int(s) for s in size)
+    if scale_range is not None:
+        lo, hi = (float(v) for v in scale_range)
+        if not 0 < lo <= hi:
+            raise ValueError(
+                f"scale_range must be (min, max) with 0 < min <= max, got {scale_range}"
+            )
+    resize = dict(
+        interpolation=cv2.INTER_LINEAR,
+        mask_interpolation=cv2.INTER_NEAREST_EXACT,
+        area_for_downscale="image",
+    )
     steps: list[A.BasicTransform] = []
     if augment:
         steps.append(A.HorizontalFlip(p=0.5))
-        if size is not None:
+        if size is not None and scale_range is not None:
+            steps += [
+                A.Resize(height, width, **resize),
+                A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0, **resize),
+                A.PadIfNeeded(
+                    min_height=height,
+                    min_width=width,
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    fill_mask=ignore_index,
+                ),
+                A.RandomCrop(height, width),
+            ]
+        elif size is not None:
             aspect = width / height
             steps.append(
                 A.RandomResizedCrop(
                     size=(height, width),
                     scale=(0.35, 1.0),
                     ratio=(aspect * 3 / 4, aspect * 4 / 3),
-                    interpolation=cv2.INTER_LINEAR,
-                    mask_interpolation=cv2.INTER_NEAREST_EXACT,
-                    area_for_downscale="image",
                     p=1.0,
+                    **resize,
                 )
             )
-        steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.8))
+        steps += _photometric(photometric)
     elif size is not None:
-        steps.append(
-            A.Resize(
-                height,
-                width,
-                interpolation=cv2.INTER_LINEAR,
-                mask_interpolation=cv2.INTER_NEAREST_EXACT,
-                area_for_downscale="image",
-            )
-        )
+        steps.append(A.Resize(height, width, **resize))
     return A.Compose(steps) if steps else None
 
 

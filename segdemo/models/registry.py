@@ -147,6 +147,16 @@ def forward_kwargs(mode: str | None, level: int | None) -> dict[str, Any]:
     return {} if mode is None else {"mode": mode, "level": level}
 
 
+def encoder_of(model: nn.Module) -> nn.Module | None:
+    """The encoder (contracting path) of a built model, for its own learning rate: the
+    ``encoder`` of segdemo's models, the smp network's ``encoder`` for smp models."""
+    for owner in (model, getattr(model, "net", None)):
+        encoder = getattr(owner, "encoder", None)
+        if isinstance(encoder, nn.Module):
+            return encoder
+    return None
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

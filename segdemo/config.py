@@ -1,0 +1,389 @@
+"""``TrainConfig``: the one list of training settings.
+
+Each field carries its command-line flag, its help text and whether it may change when a
+run is resumed. The ``train`` command's parser, the app's run arguments and Train form,
+and the one resume check are all derived from these fields; adding a setting is one edit
+here (and its use in the engine).
+
+A config is saved verbatim into every checkpoint, so a checkpoint rebuilds its model and
+a stopped run continues without guessing. Configs saved before a field existed load with
+that field's default, which is always the behaviour from before the field existed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from segdemo.losses import LOSSES
+
+SCHEDULES = ("poly", "cosine")
+PRECISIONS = ("auto", "bf16", "fp32")
+PHOTOMETRIC = ("jitter", "strong")
+CLASS_WEIGHTING = ("none", "sqrt_inverse_frequency")
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    flag: str | None = None,
+    resumable: bool = False,
+    choices: tuple[str, ...] | None = None,
+    cli: bool = True,
+    factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A ``TrainConfig`` field with what the parser, the form and the resume check need.
+
+    Args:
+        help: one line for ``--help`` and the app's form.
+        flag: the command-line flag (default ``--<name with dashes>``).
+        resumable: the value may differ when a stopped run is resumed (how long and where
+            it runs); every other field defines the run, and resuming with another value
+            is refused.
+        choices: the allowed values of a string setting.
+        cli: False for fields that have no flag of their own (set through other flags).
+    """
+    metadata = {"help": help, "flag": flag, "resumable": resumable, "choices": choices, "cli": cli}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved verbatim into every checkpoint."""
+
+    data: str = setting("synthetic", "dataset folder, or 'synthetic' for the built-in set")
+    data_format: str = setting(
+        "auto", "dataset format: auto (detect), pairs, cityscapes, kitti, folder, synthetic",
+        flag="--format",
+    )  # fmt: skip
+    label_set: str = setting("cityscapes19", "cityscapes19 (19 classes) or road (binary)")
+    data_options: dict[str, Any] = setting(factory=dict, cli=False)
+    model: str = setting("unet", "registered model name (python -m segdemo bench lists them)")
+    model_kwargs: dict[str, Any] = setting(factory=dict, cli=False)
+    size: tuple[int, int] = setting((128, 256), "HxW the model is trained at, e.g. 256x256")
+    batch_size: int = setting(8, "images per step and process", flag="--batch")
+    epochs: int = setting(10, "epochs to train (may grow when resuming)", resumable=True)
+    max_steps: int | None = setting(
+        None, "stop after this many optimizer steps in total", resumable=True
+    )
+    optimizer: str = setting("adamw", cli=False)
+    lr: float = setting(2e-3, "AdamW learning rate (decoder and heads)")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    schedule: str = setting("poly", "learning-rate decay after the warm-up", choices=SCHEDULES)
+    warmup_steps: int = setting(100, "linear warm-up steps (at most a tenth of the run)")
+    loss: str = setting("ce_dice", "training loss of every head", choices=LOSSES)
+    class_weighting: str = setting(
+        "none",
+        "cross-entropy class weights from the training masks' class frequencies",
+        choices=CLASS_WEIGHTING,
+    )
+    encoder_lr_mult: float = setting(
+        1.0, "the encoder's learning rate is lr x this (e.g. 0.1 for a pretrained encoder)"
+    )
+    augment: bool = setting(True, "turn off flips, crops and colour changes", flag="--no-augment")
+    scale_range: tuple[float, float] | None = setting(
+        None, "multi-scale training: scale each frame by a random factor in MIN,MAX, then crop"
+    )
+    photometric: str = setting(
+        "jitter", "colour augmentation: jitter, or strong (also gamma, blur, noise, JPEG)",
+        choices=PHOTOMETRIC,
+    )  # fmt: skip
+    seed: int = setting(0, "random seed (model initialisation, data order, augmentation)")
+    device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...", resumable=True)
+    precision: str = setting(
+        "auto", "auto = bf16 + channels_last where fast, else fp32", resumable=True,
+        choices=PRECISIONS,
+    )  # fmt: skip
+    workers: int = setting(1, "DataLoader worker processes", resumable=True)
+    out: str = setting("runs/latest", "run folder (default runs/<model>)", resumable=True)
+    log_every: int = setting(10, "steps between progress events", resumable=True)
+    val_max_items: int | None = setting(
+        None, "validate on the first N val images (default: all)", resumable=True
+    )
+
+    def __post_init__(self) -> None:
+        self.size = tuple(int(s) for s in self.size)
+        if self.scale_range is not None:
+            self.scale_range = tuple(float(s) for s in self.scale_range)
+        self.check()
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the setting (as its flag) for a value that cannot work."""
+        from segdemo.labels import list_label_sets
+        from segdemo.models import list_models, model_arguments
+
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value not in choices:
+                raise ValueError(
+                    f"{flag_of(f.name)} must be one of {', '.join(choices)}, got {value!r}"
+                )
+        if self.optimizer != "adamw":
+            raise ValueError(f"optimizer must be 'adamw', got {self.optimizer!r}")
+        for name in ("batch_size", "epochs", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{flag_of(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_steps", "val_max_items"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{flag_of(name)} must be at least 1 (or unset), got {value}")
+        if self.warmup_steps < 0 or self.workers < 0:
+            raise ValueError("--warmup-steps and --workers must not be negative")
+        for name in ("lr", "encoder_lr_mult"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{flag_of(name)} must be a positive finite number, got {value}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"--weight-decay must be finite and >= 0, got {self.weight_decay}")
+        if len(self.size) != 2 or min(self.size) < 1:
+            raise ValueError(f"--size must be HxW with positive sides, got {self.size}")
+        if self.scale_range is not None:
+            lo, hi = self.scale_range
+            if not (math.isfinite(hi) and 0 < lo <= hi):
+                raise ValueError(
+                    f"--scale-range must be MIN,MAX with 0 < MIN <= MAX, got {lo},{hi}"
+                )
+        if self.label_set not in list_label_sets():
+            raise ValueError(
+                f"unknown label set {self.label_set!r}; valid: {', '.join(list_label_sets())}"
+            )
+        if self.model not in list_models():
+            raise ValueError(
+                f"unknown model {self.model!r}; valid models: {', '.join(list_models())}"
+            )
+        accepted = model_arguments(self.model)
+        unknown = sorted(set(self.model_kwargs) - set(accepted))
+        if unknown:
+            flags = [MODEL_FLAGS[k][0] if k in MODEL_FLAGS else k for k in unknown]
+            raise ValueError(
+                f"{self.model} does not take {', '.join(flags)}; its arguments are "
+                f"{', '.join(accepted)}"
+            )
+        check_device(self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """A config from saved values; unknown keys are ignored, missing ones take their
+        default (a config saved before a field existed)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def changed_identity(self, saved: TrainConfig) -> list[str]:
+        """Flags of the settings that define a run and differ from ``saved`` (resume check)."""
+        return [
+            f"{flag_of(f.name)} (was {_show(getattr(saved, f.name))}, now "
+            f"{_show(getattr(self, f.name))})"
+            for f in dataclasses.fields(self)
+            if not f.metadata.get("resumable")
+            and _canonical(getattr(self, f.name)) != _canonical(getattr(saved, f.name))
+        ]
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of ``TrainConfig`` field (or model argument) ``name``."""
+    if name in MODEL_FLAGS:
+        return MODEL_FLAGS[name][0]
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    if name in fields:
+        return fields[name].metadata.get("flag") or "--" + name.replace("_", "-")
+    return name
+
+
+def resumable_fields() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resumable"))
+
+
+def check_device(device: str) -> None:
+    """Refuse a device name torch does not know, or CUDA on a machine without it."""
+    if device == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA GPU (use cpu or auto)")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: segdemo trains on cpu or cuda")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "x".join(str(v) for v in value) if value else "[]"
+    return repr(value)
+
+
+# Model keyword arguments that have a flag of their own; any other goes through
+# --model-arg KEY=VALUE. (flag, help); deep_supervision also has --no-deep-supervision.
+MODEL_FLAGS: dict[str, tuple[str, str]] = {
+    "base_width": ("--base-width", "scratch models (unet, unetpp): channels at level 0"),
+    "encoder": ("--encoder", "smp-encoder models: encoder name, e.g. resnet18"),
+    "encoder_weights": ("--encoder-weights", "smp-encoder models: imagenet or none"),
+    "deep_supervision": ("--deep-supervision", "unetpp: heads on X^{0,1..4}, prunable"),
+}
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _pair(parse, separator: str, what: str):
+    def parse_pair(text: str) -> tuple:
+        parts = text.lower().replace(",", separator).split(separator)
+        try:
+            values = tuple(parse(p) for p in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if len(values) == 1:
+            values = values * 2
+        if len(values) != 2:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return values
+
+    return parse_pair
+
+
+parse_size = _pair(int, "x", "HxW, e.g. 256x512")
+parse_float_pair = _pair(float, ",", "MIN,MAX, e.g. 0.5,2.0")
+
+
+def _model_arg(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--model-arg takes KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _argument_type(f: dataclasses.Field) -> Any:
+    kind = str(f.type).replace(" | None", "")
+    return {
+        "int": int,
+        "float": float,
+        "str": str,
+        "tuple[int, int]": parse_size,
+        "tuple[float, float]": parse_float_pair,
+    }[kind]
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        separator = "x" if all(isinstance(v, int) for v in value) else ","
+        return separator.join(str(v) for v in value)
+    return str(value)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``train`` command's flags: one per ``TrainConfig`` field, plus the model flags.
+
+    Use with ``argument_default=argparse.SUPPRESS``: only what the user typed is set.
+    """
+    defaults = TrainConfig.__dataclass_fields__
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("cli"):
+            continue
+        default = defaults[f.name].default
+        help_text = meta["help"]
+        if f.type == "bool":
+            parser.add_argument(flag_of(f.name), dest=f.name, action="store_false", help=help_text)
+            continue
+        if default is not None:
+            help_text += f" (default {_format_value(default)})"
+        parser.add_argument(
+            flag_of(f.name), dest=f.name, type=_argument_type(f), choices=meta["choices"],
+            help=help_text, metavar=f.name.upper() if not meta["choices"] else None,
+        )  # fmt: skip
+    for name, (flag, help_text) in MODEL_FLAGS.items():
+        if name == "deep_supervision":
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument(flag, dest=name, action="store_true", help=help_text)
+            group.add_argument("--no-deep-supervision", dest=name, action="store_false",
+                               help="unetpp: one head on X^{0,4} (the paper's w/o DS)")  # fmt: skip
+        elif name == "encoder_weights":
+            parser.add_argument(flag, dest=name, choices=["imagenet", "none"], help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=int if name == "base_width" else str,
+                                help=help_text)  # fmt: skip
+    parser.add_argument("--model-arg", dest="model_arg", type=_model_arg, action="append",
+                        metavar="KEY=VALUE", help="any other model keyword argument (repeatable)")  # fmt: skip
+    parser.add_argument("--synthetic-length", dest="synthetic_length", type=int,
+                        help="images in the synthetic train split")  # fmt: skip
+
+
+def values_from_arguments(given: dict[str, Any]) -> dict[str, Any]:
+    """``TrainConfig`` values from parsed arguments (only those present are returned)."""
+    values = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig) if f.name in given}
+    model_kwargs = dict(given.get("model_arg") or [])
+    for name in MODEL_FLAGS:
+        if name in given:
+            model_kwargs[name] = given[name]
+    if model_kwargs.get("encoder_weights") == "none":
+        model_kwargs["encoder_weights"] = None
+    if model_kwargs:
+        values["model_kwargs"] = model_kwargs
+    if "synthetic_length" in given:
+        values["data_options"] = {"length": given["synthetic_length"]}
+    return values
+
+
+def to_arguments(config: TrainConfig) -> list[str]:
+    """``python -m segdemo train`` arguments that rebuild ``config`` (without ``--out``).
+
+    Settings equal to their default are left out, except the data, model, size, batch and
+    epochs, which make a command readable at a glance.
+
+    Raises:
+        ValueError: ``data_options`` other than ``length`` (no flag for them).
+    """
+    always = ("data", "model", "size", "batch_size", "epochs")
+    arguments = []
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(config, f.name)
+        if f.name == "out" or not f.metadata.get("cli") or value is None:
+            continue
+        if f.name == "data" and value != "synthetic":
+            value = str(Path(value).resolve())
+        if f.name not in always and value == TrainConfig.__dataclass_fields__[f.name].default:
+            continue
+        if f.type == "bool":
+            if not value:
+                arguments.append(flag_of(f.name))
+            continue
+        arguments += [flag_of(f.name), _format_value(value)]
+    for name, value in config.model_kwargs.items():
+        if name == "deep_supervision":
+            arguments.append("--deep-supervision" if value else "--no-deep-supervision")
+        elif name == "encoder_weights":
+            arguments += [flag_of(name), value or "none"]
+        elif name in MODEL_FLAGS:
+            arguments += [flag_of(name), str(value)]
+        else:
+            arguments += ["--model-arg", f"{name}={json.dumps(value)}"]
+    options = dict(config.data_options)
+    if "length" in options:
+        arguments += ["--synthetic-length", str(options.pop("length"))]
+    if options:
+        raise ValueError(f"only the data option 'length' can be passed to a run, got {options}")
+    return arguments
