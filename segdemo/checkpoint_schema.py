@@ -186,18 +186,19 @@ class CheckpointMetadata(_OpenFields):
     label_set: LabelSetFields
     input_size: tuple[Side, Side]
     normalization: NormalizationFields
+    # Optional fields may be absent, never null: readers use ``meta.get(key, default)``.
     versions: dict[ShortText, ShortText] = {}
-    created: ShortText | None = None
+    created: ShortText = None
     storage_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
-    precision: ShortText | None = None
-    epoch: Count | None = None
-    step: Count | None = None
-    metrics: RunMetricsFields | None = None
-    dataset_fingerprint: ShortText | None = None
-    history: list[dict[str, JsonValue]] | None = None
-    train_config: dict[str, JsonValue] | None = None
-    train_state: TrainStateFields | None = None
-    optimizer: OptimizerFields | None = None
+    precision: ShortText = None
+    epoch: Count = None
+    step: Count = None
+    metrics: RunMetricsFields = None
+    dataset_fingerprint: ShortText = None
+    history: list[dict[str, JsonValue]] = None
+    train_config: dict[str, JsonValue] = None
+    train_state: TrainStateFields = None
+    optimizer: OptimizerFields = None
 
     @field_validator("format_version", mode="wrap")
     @classmethod

@@ -166,6 +166,8 @@ METADATA_CASES = [
     ("level_that_is_not_a_number", {"metrics.best.per_level": {"fast": {"x": {"miou": 0.5}}}},
      r"metrics\.best\.per_level\.fast has a key that should be a pruning level"),
     ("negative_epoch", {"epoch": -1}, r"epoch should be at least 0, got -1"),
+    ("null_training_state", {"train_state": None},
+     r"train_state should be a JSON object, got null"),
     ("huge_creation_date", {"created": "x" * 1000}, r"created should have at most 200 characters"),
     ("newer_format", {"format_version": 2}, r"format_version is 2: .* newer segdemo"),
     ("train_config_of_another_model", {"train_config.model_kwargs": {"base_width": 1024}},
