@@ -165,7 +165,7 @@ def tile_size(
 
 def _title(tile: np.ndarray, text: str) -> None:
     """The tile's name in white on a dark band at its top-left corner (in place)."""
-    scale = max(0.35, tile.shape[0] / 640)
+    scale = max(0.4, tile.shape[0] / 500)
     thickness = 1
     (w, h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     band = tile[: h + baseline + 6, : w + 8]
