@@ -1,28 +1,76 @@
-"""Segment: street photos in, the masks of several checkpoints side by side out.
+"""Segment: street photos, webcam shots, dataset images and videos in; the masks of several
+checkpoints out, in a large before/after view and side by side.
 
 Each model's panel is an ``st.fragment``: switching a U-Net++ between fast/accurate or
-between pruning levels L1..L4 re-runs that panel alone (one inference), nothing else.
+between pruning levels re-runs that panel alone (one inference), and the whole page only
+when something outside the panel shows that model (the large view, the comparison map).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import streamlit as st
 
+from segdemo import viz
+from segdemo.batch import batch_zip
 from segdemo.checkpoints import CheckpointError
 from segdemo.images import ImageError
+from segdemo.models import pruning_levels
+from segdemo.video import LAYOUTS, MAX_BYTES, MAX_FPS, MAX_SECONDS, OUTPUT_MIME, VideoError
 from segdemo_app import common
 from segdemo_app import segment as ui
+from segdemo_app.before_after import Side, before_after, view_data
+from segdemo_app.dataset_picker import dataset_picker, folder_stamp
 
 common.init_state()
+ui.init_segment_state()
 state = st.session_state
 
 VIEWS = {"overlay": "Overlay", "mask": "Colour mask"}
-MODES = {"fast": "Fast (one head)", "accurate": "Accurate (mean of heads)"}
+MODES = {"fast": "Fast", "accurate": "Accurate"}
+SOURCES = {"photos": "Photos", "camera": "Camera", "dataset": "Dataset image", "video": "Video"}
+
+
+def mark_refresh() -> None:
+    state["segment_refresh"] = True
+
+
+def setting_of(path: str, checkpoint) -> tuple[str | None, int | None]:
+    """The U-Net++ mode and level a checkpoint's panel is set to (None, None: no levels)."""
+    levels = pruning_levels(checkpoint.model)
+    if not levels:
+        return None, None
+    common.init_model_state(path, levels, common.default_mode(checkpoint.metadata, levels))
+    return (
+        state[common.model_state_key("segment_mode", path)],
+        state[common.model_state_key("segment_level", path)],
+    )
+
+
+def setting_text(mode: str | None, level: int | None) -> str:
+    return f" · {mode} L{level}" if level is not None else ""
+
+
+def cost_table(row: dict, checkpoint, mode, level, latency_ms: float | None) -> str:
+    cost = common.model_cost(row["path"], mode, level)
+    metrics = (checkpoint.metadata.get("metrics") or {}).get("best") or {}
+    if level is not None:
+        metrics = ((metrics.get("per_level") or {}).get(mode) or {}).get(str(level)) or {}
+    miou = metrics.get("miou")
+    # One row per number, so the table fits a narrow column when four models sit side by side.
+    return (
+        f"| params | {ui.format_params(cost['params'])} |\n|---|---|\n"
+        f"| GFLOPs | {cost['gflops']:.2f} |\n"
+        f"| latency | {ui.latency_text(latency_ms)} |\n"
+        f"| val mIoU | {'n/a' if miou is None else f'{miou:.3f}'} |"
+    )
 
 
 @st.fragment
-def model_panel(row: dict, photo: ui.Photo) -> None:
-    """One checkpoint on one photo: controls, mask, timings, cost, legend, downloads."""
+def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
+    """One checkpoint on one photo: mask, controls, pruning diagram, cost, legend, error
+    map, downloads."""
     st.markdown(f"**{ui.markdown_text(row['label'])}**")
     try:
         checkpoint, device, precision = common.load_model(row["path"])
@@ -31,13 +79,9 @@ def model_panel(row: dict, photo: ui.Photo) -> None:
         return
     model = checkpoint.model
     image_slot = st.container()  # the mask goes above the controls, so masks line up
-    mode = level = None
-    if getattr(model, "supports_pruning", False):
-        common.init_model_state(
-            row["path"],
-            model.num_levels,
-            common.default_mode(checkpoint.metadata, model.num_levels),
-        )
+    mode, level = setting_of(row["path"], checkpoint)
+    levels = pruning_levels(model)
+    if levels:
         mode = st.radio(
             "Mode",
             list(MODES),
@@ -45,14 +89,18 @@ def model_panel(row: dict, photo: ui.Photo) -> None:
             horizontal=True,
             key=common.model_state_key("segment_mode", row["path"]),
             persist_state="session",
+            on_change=mark_refresh,
+            help="Fast: the deepest head of the level alone. Accurate: the mean of the "
+            "softmax of heads 1..k.",
         )
         level = st.slider(
             "Pruning level",
             1,
-            model.num_levels,
+            levels,
             format="L%d",
             key=common.model_state_key("segment_level", row["path"]),
             persist_state="session",
+            on_change=mark_refresh,
             help="U-Net++ pruned at level k computes only the nodes X^{i,j} with i + j <= k.",
         )
     try:
@@ -63,51 +111,305 @@ def model_panel(row: dict, photo: ui.Photo) -> None:
         image_slot.error(f"{row['label']} could not segment {photo.name}: {e}")
         return
     label_set = checkpoint.label_set
-    setting = f" · {mode} L{level}" if level is not None else ""
-    image_slot.image(
-        ui.render_view(
-            photo, result.mask, label_set, state["segment_view"], state["segment_alpha"]
-        ),
-        caption=f"{row['model']}{setting} · {result.inference_ms:.0f} ms",
-        width="stretch",
+    hidden, highlighted = state["segment_hidden"], state["segment_highlight"]
+    picture = ui.render_view(
+        photo, result.mask, label_set, state["segment_view"], state["segment_alpha"], hidden,
+        highlighted,
+    )  # fmt: skip
+    # The median of this setting's warm runs (a setting's first run, its warm-up, is
+    # never shown: it can take seconds where a warm run takes tens of milliseconds).
+    known_ms = ui.latency_log().median_ms(
+        ui.setting_key(checkpoint, device, precision, mode, level)
     )
-    st.markdown(ui.legend_html(result.legend), unsafe_allow_html=True)
-
+    caption = f"{row['model']}{setting_text(mode, level)} · {ui.latency_text(known_ms)}"
+    image_slot.image(picture, caption=caption, width="stretch")
+    st.markdown(ui.legend_html(result.legend, hidden), unsafe_allow_html=True)
+    if levels:
+        nodes = viz.unetpp_nodes(levels, mode, level)
+        svg = viz.unetpp_grid_svg(nodes, title=f"U-Net++ {mode} L{level}")
+        st.markdown(svg, unsafe_allow_html=True)
     # The cost comes after the mask: a first FLOP count must not delay the new mask.
-    cost = common.model_cost(row["path"], mode, level)
-    metrics = (checkpoint.metadata.get("metrics") or {}).get("best") or {}
-    if level is not None:
-        metrics = ((metrics.get("per_level") or {}).get(mode) or {}).get(str(level)) or {}
-    miou = metrics.get("miou")
-    # One row per number, so the table fits a narrow column when four models sit side by side.
-    st.markdown(
-        f"| params | {ui.format_params(cost['params'])} |\n|---|---|\n"
-        f"| GFLOPs | {cost['gflops']:.2f} |\n"
-        f"| latency | {result.inference_ms:.0f} ms |\n"
-        f"| val mIoU | {'n/a' if miou is None else f'{miou:.3f}'} |"
-    )
+    st.markdown(cost_table(row, checkpoint, mode, level, known_ms))
+
+    truth = ui.truth_for(photo, label_set)
+    if truth is not None:
+        scores = ui.scores(result.mask, truth, label_set)
+        st.image(
+            ui.error_picture(photo, result.mask, truth, label_set),
+            caption=f"errors · mIoU {scores['miou']:.3f} · pixel accuracy "
+            f"{scores['pixel_accuracy']:.3f}",
+            width="stretch",
+        )
+        st.markdown(ui.error_legend_html(result.mask, truth, label_set), unsafe_allow_html=True)
+
     stem = f"{photo.stem}_{checkpoint.path.stem}" + (f"_{mode}-L{level}" if level else "")
     alpha = state["segment_alpha"]
-    left, right = st.columns(2)
-    left.download_button(
+    st.download_button(
         "Mask PNG",
         data=lambda: ui.mask_png(result.mask, label_set),
         file_name=f"{stem}_mask.png",
         mime="image/png",
         on_click="ignore",
         icon=":material/download:",
+        width="stretch",
         key=f"segment_download_mask::{row['path']}",
     )
-    right.download_button(
+    st.download_button(
         "Overlay PNG",
         data=lambda: ui.overlay_png(photo, result.mask, label_set, alpha),
         file_name=f"{stem}_overlay.png",
         mime="image/png",
         on_click="ignore",
         icon=":material/download:",
+        width="stretch",
         key=f"segment_download_overlay::{row['path']}",
     )
+    if state["segment_refresh"]:
+        state["segment_refresh"] = False
+        if refresh_page:  # the large view or the comparison map shows this model
+            st.rerun(scope="app")
 
+
+def model_result(path: str, photo: ui.Photo, loaded: dict):
+    """``(checkpoint, mode, level, result)`` of a chosen checkpoint on ``photo``."""
+    checkpoint, device, precision = loaded[path]
+    mode, level = setting_of(path, checkpoint)
+    result = ui.run_model(checkpoint, device, precision, photo, mode, level, state["segment_masks"])
+    return checkpoint, mode, level, result
+
+
+def large_view(photo: ui.Photo, chosen: list[dict], loaded: dict) -> list[str]:
+    """The photo at page width with a before/after split; returns the checkpoint paths it
+    shows."""
+    paths = [row["path"] for row in chosen if row["path"] in loaded]
+    if not paths:
+        return []
+    by_path = {row["path"]: row for row in chosen}
+    if state["segment_right"] not in paths:
+        state["segment_right"] = paths[0]
+    if state["segment_left"] not in (ui.PHOTO, *paths):
+        state["segment_left"] = ui.PHOTO
+    names = {ui.PHOTO: "the photo", **{p: by_path[p]["label"] for p in paths}}
+    left_col, right_col = st.columns(2)
+    left = left_col.selectbox(
+        "Left of the split", [ui.PHOTO, *paths], format_func=names.get, key="segment_left"
+    )
+    right = right_col.selectbox("Right of the split", paths, format_func=names.get,
+                                key="segment_right")  # fmt: skip
+    hidden, highlighted = state["segment_hidden"], state["segment_highlight"]
+    view, alpha = state["segment_view"], state["segment_alpha"]
+
+    def model_side(path: str, label_set=None) -> Side | None:
+        try:
+            checkpoint, mode, level, result = model_result(path, photo, loaded)
+        except (RuntimeError, ValueError) as e:
+            st.error(f"{names[path]} could not segment {photo.name}: {e}")
+            return None
+        picture = ui.picture(photo, result.mask, checkpoint.label_set, view, alpha, hidden,
+                             highlighted, large=True)  # fmt: skip
+        # The pointer reads class names in the right-hand model's classes.
+        same = label_set is None or checkpoint.label_set.names == label_set.names
+        mask = ui.resize_nearest(result.mask, photo.large.shape[:2]) if same else None
+        return Side(f"{by_path[path]['model']}{setting_text(mode, level)}", picture, mask)
+
+    label_set = loaded[right][0].label_set
+    right_side = model_side(right)
+    if right_side is None:
+        return []
+    if left == ui.PHOTO:
+        # The photo highlights a class where the right-hand model sees it.
+        left_side = Side("photo", ui.photo_picture(photo, label_set, highlighted, right_side.mask))
+    else:
+        left_side = model_side(left, label_set)
+        if left_side is None:
+            return []
+    masks = [left_side.mask, right_side.mask]
+    classes = ui.shared_legend([m for m in masks if m is not None], label_set, hidden)
+    data = view_data(left_side, right_side, classes, label_set.ignore_index,
+                     view_key=f"{photo.key}|{left}|{right}")  # fmt: skip
+    before_after(data, key="segment_before_after")
+    st.caption(
+        "Drag the split (or focus it and use the arrow keys). Point at the picture to read "
+        "the class under the pointer; hover a legend entry to highlight that class, click "
+        "it to keep it highlighted. Shares are of the left | right mask."
+    )
+    return [p for p in (left, right) if p != ui.PHOTO]
+
+
+def comparison(photo: ui.Photo, pair: list[str], loaded: dict, labels: dict) -> None:
+    """Where only one of two models is right, against the photo's ground truth."""
+    results = [model_result(path, photo, loaded) for path in pair]
+    label_set = results[0][0].label_set
+    truth = ui.truth_for(photo, label_set)
+    if truth is None or results[1][0].label_set.names != label_set.names:
+        return
+    (_, mode_a, level_a, a), (_, mode_b, level_b, b) = results
+    st.subheader("Where the two models differ")
+    name_a = f"{labels[pair[0]]}{setting_text(mode_a, level_a)}"
+    name_b = f"{labels[pair[1]]}{setting_text(mode_b, level_b)}"
+    left, right = st.columns([3, 2])
+    left.image(
+        ui.comparison_picture(photo, a.mask, b.mask, truth, label_set),
+        caption=f"A = {name_a}, B = {name_b}, against the ground truth",
+        width="stretch",
+    )
+    with right:
+        st.markdown(ui.color_legend_html(viz.COMPARISON_LEGEND), unsafe_allow_html=True)
+        st.image(
+            ui.encode_picture(
+                viz.colorize(ui.resize_nearest(truth, photo.display.shape[:2]), label_set), "mask"
+            ),  # fmt: skip
+            caption="ground truth",
+            width="stretch",
+        )
+
+
+def video_section(chosen: list[dict], loaded: dict) -> None:
+    st.caption(
+        f"MP4 or WebM, up to {MAX_SECONDS:.0f} s and {MAX_BYTES / 2**20:.0f} MB. Frames are "
+        f"segmented at up to {MAX_FPS:.0f} per second (faster clips are sampled down) by every "
+        "chosen checkpoint at its panel's setting; the result is a WebM video."
+    )
+    upload_col, example_col = st.columns([3, 2])
+    upload = upload_col.file_uploader(
+        "Street video (MP4, WebM)",
+        type=ui.VIDEO_TYPES,
+        key="segment_video_upload",
+        max_upload_size=int(MAX_BYTES / 2**20),
+    )
+    with example_col:
+        st.checkbox(
+            "Use the example clip (a drive down a synthetic street, "
+            f"{ui.EXAMPLE_CLIP_SECONDS:.0f} s)",
+            key="segment_video_example",
+            disabled=upload is not None,
+        )
+        st.radio(
+            "Video layout",
+            list(LAYOUTS),
+            format_func=LAYOUTS.get,
+            horizontal=True,
+            key="segment_video_layout",
+        )
+    if upload is not None:
+        name, data_id = upload.name, upload.file_id
+    elif state["segment_video_example"]:
+        name, data_id = "synthetic-drive.webm", "example"
+    else:
+        st.info("Upload a clip, or tick the example clip.")
+        return
+    paths = [row["path"] for row in chosen if row["path"] in loaded]
+    if not paths:
+        st.info("Pick at least one checkpoint above.")
+        return
+    label_set = loaded[paths[0]][0].label_set
+    segmenters, skipped = [], []
+    for path in paths:
+        checkpoint, device, precision = loaded[path]
+        if checkpoint.label_set.names != label_set.names:
+            skipped.append(path)
+            continue
+        mode, level = setting_of(path, checkpoint)
+        segmenters.append(ui.segmenter(checkpoint, device, precision, mode, level))
+    if skipped:
+        st.caption(
+            "Left out (other classes than the first checkpoint): "
+            + ", ".join(ui.markdown_text(p) for p in skipped)
+        )
+    layout, alpha = state["segment_video_layout"], state["segment_alpha"]
+    run_key = (data_id, tuple(s.title for s in segmenters), tuple(paths), layout, alpha)
+    if st.button("Segment the video", type="primary", key="segment_video_run"):
+        data = upload.getvalue() if upload is not None else ui.example_clip()
+        bar = st.progress(0.0, text=f"Segmenting {name}…")
+
+        def progress(done: int, total: int) -> None:
+            bar.progress(done / total, text=f"Segmenting {name}: frame {done} of {total}")
+
+        try:
+            video, result = ui.run_video(data, name, segmenters, layout, alpha, progress)
+        except VideoError as e:
+            bar.empty()
+            st.error(str(e), icon=":material/videocam_off:")
+            return
+        bar.empty()
+        state["segment_video"] = {"key": run_key, "data": video, "result": result, "name": name}
+    done = state["segment_video"]
+    if not done or done["key"] != run_key:
+        return
+    result = done["result"]
+    st.video(done["data"], format=OUTPUT_MIME)
+    st.caption(
+        f"{done['name']}: {result.frames} frames at {result.fps:.1f} fps "
+        f"({result.seconds:.1f} s of video, {result.width}×{result.height}) in "
+        f"{result.wall_seconds:.1f} s, reading, segmenting and encoding included."
+    )
+    rows = "\n".join(
+        f"| {ui.markdown_text(m['name'])} | {m['setting'] or '-'} | "
+        f"{m['fps']:.1f} | {m['ms_per_frame']:.0f} |"
+        for m in result.models
+        if m["fps"]
+    )
+    st.markdown("| model | setting | frames/s (warm) | ms per frame |\n|---|---|---|---|\n" + rows)
+    stem = done["name"].rsplit(".", 1)[0]
+    st.download_button(
+        "Download the segmented video (WebM)",
+        data=done["data"],
+        file_name=f"{stem}_segmented.webm",
+        mime=OUTPUT_MIME,
+        on_click="ignore",
+        icon=":material/download:",
+        key="segment_video_download",
+    )
+
+
+def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> None:
+    """Every photo x every model in one ZIP of train-id PNGs, colour masks and overlays."""
+    paths = [row["path"] for row in chosen if row["path"] in loaded]
+    if not paths:
+        return
+    segmenters = []
+    for path in paths:
+        checkpoint, device, precision = loaded[path]
+        segmenters.append(
+            ui.segmenter(checkpoint, device, precision, *setting_of(path, checkpoint))
+        )
+    alpha = state["segment_alpha"]
+    batch_key = (tuple(p.key for p in photos), tuple(paths), tuple(s.title for s in segmenters),
+                 alpha)  # fmt: skip
+    st.subheader("All photos at once")
+    st.caption(
+        f"{len(photos)} photo(s) × {len(segmenters)} checkpoint(s), each at its panel's "
+        "setting: one ZIP with a folder per model holding every photo's train-id mask, "
+        "colour mask, overlay and legend (PNG)."
+    )
+    if st.button("Segment all into a ZIP", key="segment_batch_run"):
+        bar = st.progress(0.0, text="Segmenting…")
+        archive, problems = batch_zip(
+            [(photo.name, photo.image) for photo in photos],
+            segmenters,
+            alpha,
+            progress=lambda done, total: bar.progress(
+                done / total, text=f"Segmenting: {done} of {total}"
+            ),
+        )
+        bar.empty()
+        state["segment_batch"] = {"key": batch_key, "zip": archive, "problems": problems}
+    batch = state["segment_batch"]
+    if batch and batch["key"] == batch_key:
+        for problem in batch["problems"]:
+            st.error(problem)
+        st.download_button(
+            f"Download the ZIP ({len(batch['zip']) / 2**20:.1f} MB)",
+            data=batch["zip"],
+            file_name="segdemo_masks.zip",
+            mime="application/zip",
+            on_click="ignore",
+            icon=":material/folder_zip:",
+            key="segment_batch_download",
+        )
+
+
+# --------------------------------------------------------------------------------- page
 
 st.title("Segment street photos")
 rows = common.available_checkpoints()
@@ -128,53 +430,113 @@ if selected is None or (selected and not kept):
     kept = ui.default_checkpoints(rows)
 state["segment_checkpoints"] = kept
 
-upload_col, model_col = st.columns([3, 2])
-with upload_col:
+st.multiselect(
+    "Checkpoints to compare",
+    list(by_path),
+    format_func=lambda p: by_path[p]["label"],
+    key="segment_checkpoints",
+    persist_state="session",
+    help="Pick two or more to see their masks side by side (up to four fit a wide window).",
+)
+chosen = [by_path[p] for p in state["segment_checkpoints"]]
+loaded: dict[str, tuple] = {}
+for row in chosen:
+    with contextlib.suppress(CheckpointError):  # the model's panel shows the error
+        loaded[row["path"]] = common.load_model(row["path"])
+
+source_col, view_col, alpha_col = st.columns([3, 2, 2])
+source_col.radio(
+    "Input", list(SOURCES), format_func=SOURCES.get, horizontal=True, key="segment_source"
+)
+view_col.radio(
+    "Show", list(VIEWS), format_func=VIEWS.get, horizontal=True, key="segment_view",
+    persist_state="session",
+)  # fmt: skip
+alpha_col.slider(
+    "Opacity", 0.0, 1.0, step=0.05, key="segment_alpha", persist_state="session",
+    disabled=state["segment_view"] == "mask",
+)  # fmt: skip
+
+class_names: list[str] = []
+for checkpoint, _, _ in loaded.values():
+    class_names += [n for n in checkpoint.label_set.names if n not in class_names]
+state["segment_hidden"] = [n for n in state["segment_hidden"] if n in class_names]
+if state["segment_highlight"] not in class_names:
+    state["segment_highlight"] = None
+hide_col, highlight_col = st.columns([3, 2])
+hide_col.multiselect(
+    "Hide classes",
+    class_names,
+    key="segment_hidden",
+    placeholder="All classes shown",
+    help="Hidden classes show the photo in the overlay and black in the colour mask.",
+)
+highlight_col.selectbox(
+    "Highlight a class",
+    [None, *class_names],
+    format_func=lambda n: "none" if n is None else n,
+    key="segment_highlight",
+    placeholder="none",
+    help="Everything else fades, in every picture on this page.",
+)
+
+if state["segment_source"] == "video":
+    video_section(chosen, loaded)
+    st.stop()
+
+photos: list[ui.Photo] = []
+uploads = []
+source = state["segment_source"]
+if source == "photos":
     uploads = st.file_uploader(
-        "Street photos (JPG, PNG, WebP)",
+        "Street photos (JPG, PNG, WebP; up to 50 MB each)",
         type=ui.PHOTO_TYPES,
         accept_multiple_files=True,
         key="segment_uploads",
     )
-with model_col:
-    st.multiselect(
-        "Checkpoints to compare",
-        list(by_path),
-        format_func=lambda p: by_path[p]["label"],
-        key="segment_checkpoints",
-        persist_state="session",
-        help="Pick two or more to see their masks side by side.",
-    )
-    view_col, alpha_col = st.columns(2)
-    view_col.radio(
-        "Show",
-        list(VIEWS),
-        format_func=VIEWS.get,
-        horizontal=True,
-        key="segment_view",
-        persist_state="session",
-    )
-    alpha_col.slider(
-        "Opacity",
-        0.0,
-        1.0,
-        step=0.05,
-        key="segment_alpha",
-        persist_state="session",
-        disabled=state["segment_view"] == "mask",
-    )
-
-photos: list[ui.Photo] = []
-for upload in uploads or []:
+    for upload in uploads or []:
+        try:
+            photos.append(ui.read_upload(upload.file_id, upload.name, upload.getvalue()))
+        except ImageError as e:
+            st.error(str(e), icon=":material/broken_image:")
+    if not uploads:
+        photos = ui.example_photos()
+        st.caption(
+            "No photo uploaded: showing built-in synthetic street scenes, with their exact "
+            "ground truth. Upload your own above."
+        )
+elif source == "camera":
+    shot = st.camera_input("Take a photo with the webcam", key="segment_camera")
+    if shot is None:
+        st.info("Allow the camera and take a photo: it is segmented like an upload.")
+        st.stop()
     try:
-        photos.append(ui.read_upload(upload.file_id, upload.name, upload.getvalue()))
+        photos.append(ui.read_upload(shot.file_id, "camera.jpg", shot.getvalue()))
     except ImageError as e:
         st.error(str(e), icon=":material/broken_image:")
-if not uploads:
-    photos = ui.example_photos()
-    st.caption(
-        "No photo uploaded: showing built-in synthetic street scenes. Upload your own above."
+else:  # a dataset image, with its ground truth
+    choice = dataset_picker("segment_dataset")
+    if choice is None:
+        st.stop()
+    label_set_name = next(iter(loaded.values()))[0].label_set.name if loaded else "cityscapes19"
+    try:
+        dataset = ui.open_photo_dataset(
+            choice.data, choice.fmt, choice.split, label_set_name, folder_stamp(choice.data)
+        )
+    except (ValueError, FileNotFoundError) as e:
+        st.error(str(e))
+        st.stop()
+    if len(dataset) == 0:
+        st.info(f"{choice.description} holds no images.")
+        st.stop()
+    state["segment_dataset_index"] = min(state["segment_dataset_index"], len(dataset) - 1)
+    index = st.number_input(
+        f"Image (0..{len(dataset) - 1})", 0, len(dataset) - 1, key="segment_dataset_index"
     )
+    try:
+        photos.append(ui.dataset_photo(dataset, int(index)))
+    except ValueError as e:
+        st.error(str(e))
 if not photos:
     st.stop()
 
@@ -191,16 +553,64 @@ if len(photos) > 1:
     )
 photo = by_key[state["segment_photo"]]
 
-chosen = [by_path[p] for p in state["segment_checkpoints"]]
+if source == "photos" and uploads:
+    truth_upload = st.file_uploader(
+        f"Ground truth of {photo.name} (optional): a train-id PNG or a Cityscapes colour PNG",
+        type=ui.MASK_TYPES,
+        key=f"segment_truth::{photo.key}",
+        help="With a ground truth, each model shows its error map and the photo's mIoU.",
+    )
+    if truth_upload is not None and loaded:
+        label_set = next(iter(loaded.values()))[0].label_set
+        try:
+            truth = ui.read_truth(
+                truth_upload.file_id, truth_upload.name, truth_upload.getvalue(), label_set,
+                label_set.name, photo.image.shape[:2],
+            )  # fmt: skip
+            photo = photo.with_truth(truth, label_set.name)
+        except ImageError as e:
+            st.error(str(e), icon=":material/broken_image:")
+
 if not chosen:
     st.info("Pick at least one checkpoint above.")
     st.stop()
+
+shown = large_view(photo, chosen, loaded)
+labels = {row["path"]: row["model"] for row in chosen}
+with_truth = [p for p in loaded if ui.truth_for(photo, loaded[p][0].label_set) is not None]
+pair = shown if len(shown) == 2 and shown[0] != shown[1] else with_truth[:2]
+pair = [p for p in pair if p in with_truth]
+
 columns = st.columns(1 + len(chosen))
 with columns[0]:
     st.markdown(f"**{ui.markdown_text(photo.name)}**")
     st.image(photo.display, caption=f"photo · {photo.size_text}", width="stretch")
+    if photo.truth is not None:
+        truth_set = next(
+            (
+                c.label_set
+                for c, _, _ in loaded.values()
+                if c.label_set.name == photo.truth_label_set
+            ),
+            None,
+        )
+        if truth_set is not None:
+            st.image(
+                ui.encode_picture(
+                    viz.colorize(
+                        ui.resize_nearest(photo.truth, photo.display.shape[:2]), truth_set
+                    ),
+                    "mask",
+                ),  # fmt: skip
+                caption="ground truth",
+                width="stretch",
+            )
 for column, row in zip(columns[1:], chosen, strict=True):
     with column:
-        model_panel(row, photo)
+        model_panel(row, photo, row["path"] in shown or (len(pair) == 2 and row["path"] in pair))
 if len(chosen) == 1:
     st.caption("Add a second checkpoint above to compare two models side by side.")
+if len(pair) == 2:
+    comparison(photo, pair, loaded, labels)
+if source == "photos" and uploads:
+    batch_section(photos, chosen, loaded)

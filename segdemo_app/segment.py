@@ -2,16 +2,17 @@
 
 Photos are decoded once per upload (``st.cache_resource`` keyed by the upload's file id)
 and never mutated; each keeps a display copy (at most ``DISPLAY_MAX_SIDE`` pixels on its
-long side) so the browser gets light images while masks and downloads stay at full size.
+long side) for the grid and a larger one for the before/after view, so the browser gets
+light images while masks and downloads stay at full size.
 """
 
 from __future__ import annotations
 
+import copy
 import html
 import io
-import time
-import weakref
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,26 +20,61 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from segdemo import viz
+from segdemo.batch import mask_png as _mask_png
+from segdemo.batch import png_bytes
+from segdemo.ground_truth import photo_scores, read_mask
 from segdemo.images import ImageError, load_image
-from segdemo.inference import pruning_kwargs, segment_image
-from segdemo.viz import colorize, legend_entries, overlay
+from segdemo.inference import Segmenter, WarmLatency
+from segdemo.video import VideoResult, drive_clip, segment_video
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp"]
+MASK_TYPES = ["png"]
+VIDEO_TYPES = ["mp4", "webm"]
 DISPLAY_MAX_SIDE = 1024
+LARGE_MAX_SIDE = 1600  # the before/after view spans the page
 MIN_PHOTO_SIDE = 16  # smaller "photos" (icons, 1x1 pixels) cannot show a street scene
 EXAMPLE_COUNT = 4
 EXAMPLE_SIZE = (256, 512)  # (H, W) of the synthetic gallery scenes
+EXAMPLE_CLIP_SECONDS = 4.0
+EXAMPLE_CLIP_FPS = 10.0
 MASK_CACHE_BYTES = 256 * 2**20  # masks kept per session (uint8 at photo size)
+PHOTO = "photo"  # the before/after view's choice of the photo itself
+
+# The Segment page's own session-state keys with their initial values (the shared ones
+# live in ``common.STATE_DEFAULTS``); ``init_segment_state`` sets them once per session.
+SEGMENT_STATE_DEFAULTS: dict[str, object] = {
+    "segment_source": "photos",  # photos | camera | dataset | video
+    "segment_hidden": [],  # class names left out of overlays and colour masks
+    "segment_highlight": None,  # class name that stands out, or None
+    "segment_left": PHOTO,  # before/after: the photo or a checkpoint path
+    "segment_right": None,  # before/after: a checkpoint path (None = the first chosen)
+    "segment_dataset_index": 0,
+    "segment_refresh": False,  # a panel's setting changed: redraw what depends on it
+    "segment_batch": None,  # {"key", "zip", "problems"} of the last batch download
+    "segment_video_layout": "masks",
+    "segment_video_example": False,  # the example clip stands in for an upload
+    "segment_video": None,  # {"key", "data", "result"} of the last segmented clip
+}
+
+
+def init_segment_state() -> None:
+    for key, value in SEGMENT_STATE_DEFAULTS.items():
+        st.session_state.setdefault(key, copy.copy(value))
 
 
 @dataclass(frozen=True)
 class Photo:
-    """A decoded photo: ``image`` at full size, ``display`` scaled for the browser."""
+    """A decoded photo: ``image`` at full size, ``display`` and ``large`` scaled for the
+    browser, and its ground truth when known (train ids of ``truth_label_set``)."""
 
     key: str
     name: str
     image: np.ndarray = field(repr=False)
     display: np.ndarray = field(repr=False)
+    large: np.ndarray = field(repr=False)
+    truth: np.ndarray | None = field(default=None, repr=False)
+    truth_label_set: str | None = None
 
     @property
     def size_text(self) -> str:
@@ -49,10 +85,16 @@ class Photo:
     def stem(self) -> str:
         return Path(self.name).stem or "photo"
 
+    def with_truth(self, truth: np.ndarray, label_set_name: str) -> Photo:
+        return Photo(
+            self.key, self.name, self.image, self.display, self.large, _frozen(truth),
+            label_set_name,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class SegmentResult:
-    """One model's mask of one photo, with the time ``segment_image`` took."""
+    """One model's mask of one photo, with the (warm) time its run took."""
 
     mask: np.ndarray = field(repr=False)  # (H, W) uint8 train ids at photo size
     inference_ms: float
@@ -90,8 +132,10 @@ def make_photo(key: str, name: str, image: np.ndarray) -> Photo:
         )
     if not image.flags.writeable:
         image = image.copy()  # torch warns about read-only arrays (np.asarray of a PIL image)
-    # Only the display copy is frozen, for the same reason.
-    return Photo(key, name, image, _frozen(display_copy(image).copy()))
+    # Only the display copies are frozen, for the same reason.
+    display = _frozen(display_copy(image).copy())
+    large = _frozen(display_copy(image, LARGE_MAX_SIDE).copy())
+    return Photo(key, name, image, display, large)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -105,16 +149,53 @@ def read_upload(file_id: str, name: str, _data: bytes) -> Photo:
     return make_photo(file_id, name, load_image(_data, name=name))
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def read_truth(
+    file_id: str, name: str, _data: bytes, _label_set, label_set_name: str, size: tuple[int, int]
+) -> np.ndarray:
+    """A ground-truth mask upload as train ids of ``_label_set`` (called
+    ``label_set_name``) at ``size``, read once per upload.
+
+    Raises:
+        ImageError: one sentence naming the file.
+    """
+    return _frozen(read_mask(_data, _label_set, name=name, size=size))
+
+
 @st.cache_resource(show_spinner=False)
 def example_photos() -> list[Photo]:
-    """The gallery shown before anything is uploaded: built-in synthetic street scenes."""
+    """The gallery shown before anything is uploaded: built-in synthetic street scenes,
+    with their exact ground truth."""
     from segdemo.data import open_dataset
 
     dataset = open_dataset("synthetic", "val", length=EXAMPLE_COUNT, native_size=EXAMPLE_SIZE)
-    return [
-        make_photo(f"example-{i}", f"example-{i + 1}.png", dataset.read_raw(i)[0])
-        for i in range(len(dataset))
-    ]
+    photos = []
+    for i in range(len(dataset)):
+        image, truth = dataset.read_raw(i)
+        photo = make_photo(f"example-{i}", f"example-{i + 1}.png", image)
+        photos.append(photo.with_truth(truth, dataset.label_set.name))
+    return photos
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def open_photo_dataset(data: str, fmt: str, split: str, label_set: str, stamp: int):
+    """A dataset to pick photos from (with their ground truth); opened once per folder
+    version (``stamp``)."""
+    from segdemo.data import open_dataset
+
+    return open_dataset(data, split, fmt=fmt, label_set=label_set)
+
+
+def dataset_photo(dataset, index: int) -> Photo:
+    """Item ``index`` of ``dataset`` as a photo with its ground truth.
+
+    Raises:
+        ValueError: the item cannot be read (one sentence naming the file).
+    """
+    image, truth = dataset.read_raw(index)
+    photo = make_photo(f"{dataset.fingerprint()}-{index}", Path(dataset.item_path(index)).name,
+                       image)  # fmt: skip
+    return photo.with_truth(truth, dataset.label_set.name)
 
 
 def default_checkpoints(rows: Sequence[dict], most: int = 3) -> list[str]:
@@ -148,19 +229,33 @@ def default_checkpoints(rows: Sequence[dict], most: int = 3) -> list[str]:
     return picked
 
 
-_WARM_MODELS: weakref.WeakSet = weakref.WeakSet()
+# ------------------------------------------------------------------------------ inference
 
 
-def _warm_up(checkpoint, device, precision) -> None:
-    """One untimed pass of the full network on a blank image the first time a model is
-    used, so the latency shown for the first photo is not the kernels' start-up cost."""
-    model = checkpoint.model
-    if model in _WARM_MODELS:
-        return
-    height, width = checkpoint.input_size
-    blank = np.zeros((height, width, 3), dtype=np.uint8)
-    segment_image(model, blank, checkpoint.input_size, device, precision)
-    _WARM_MODELS.add(model)
+@st.cache_resource(show_spinner=False)
+def latency_log() -> WarmLatency:
+    """Warm latencies of every checkpoint and setting, shared by all sessions (kernels
+    warm up per process, not per session)."""
+    return WarmLatency()
+
+
+def segmenter(checkpoint, device, precision: str, mode: str | None, level: int | None):
+    """A loaded checkpoint at one inference setting."""
+    return Segmenter(
+        checkpoint.metadata.get("model") or Path(checkpoint.path).stem,
+        checkpoint.model,
+        tuple(checkpoint.input_size),
+        checkpoint.label_set,
+        device,
+        precision,
+        mode,
+        level,
+    )
+
+
+def setting_key(checkpoint, device, precision: str, mode, level) -> tuple:
+    path = Path(checkpoint.path)
+    return (str(path), path.stat().st_mtime_ns, str(device), precision, mode, level)
 
 
 def run_model(
@@ -174,87 +269,275 @@ def run_model(
 ) -> SegmentResult:
     """Segment ``photo`` with a loaded checkpoint, remembering the result in ``cache``.
 
-    ``cache`` is the session's bounded dict (a level switched back to shows at once).
+    ``cache`` is the session's bounded dict (a level switched back to shows at once). Each
+    run's time goes to :func:`latency_log`; the first time a setting runs in this process,
+    a warm-up run on a blank input comes first, so every recorded photo run is warm.
     """
-    path = Path(checkpoint.path)
-    key = (str(path), path.stat().st_mtime_ns, photo.key, mode, level)
+    key = (*setting_key(checkpoint, device, precision, mode, level)[:2], photo.key, mode, level)
     if key in cache:
         cache[key] = cache.pop(key)  # most recently used last
         return cache[key]
-    model = checkpoint.model
-    kwargs = pruning_kwargs(model, mode, level) if level is not None else {}
-    _warm_up(checkpoint, device, precision)
-    start = time.perf_counter()
-    mask = segment_image(model, photo.image, checkpoint.input_size, device, precision, **kwargs)
-    inference_ms = 1000 * (time.perf_counter() - start)
-    mask = _frozen(mask.astype(np.uint8))
-    result = SegmentResult(mask, inference_ms, legend_entries(mask, checkpoint.label_set))
+    run = segmenter(checkpoint, device, precision, mode, level)
+    log, setting = latency_log(), setting_key(checkpoint, device, precision, mode, level)
+    if not log.is_warm(setting):
+        # A setting's first run pays for kernel selection and allocation (seconds, for a
+        # level the process has not run): run it once on a blank input of the model's
+        # size (the same shapes as any photo after resizing), recorded as the warm-up.
+        height, width = run.input_size
+        log.record(setting, run.timed(np.zeros((height, width, 3), np.uint8))[1])
+    mask, inference_ms = run.timed(photo.image)
+    log.record(setting, inference_ms)
+    mask = _frozen(mask)
+    result = SegmentResult(mask, inference_ms, viz.legend_entries(mask, checkpoint.label_set))
     cache[key] = result
     while len(cache) > 1 and sum(r.mask.nbytes for r in cache.values()) > MASK_CACHE_BYTES:
         cache.pop(next(iter(cache)))  # least recently used first
     return result
 
 
-def render_view(photo: Photo, mask: np.ndarray, label_set, view: str, alpha: float) -> bytes:
-    """What the page shows, encoded: the colour mask (PNG) or the overlay (JPEG), at
-    display size.
+def latency_text(ms: float | None) -> str:
+    return "measuring…" if ms is None else f"{ms:.0f} ms"
+
+
+# ------------------------------------------------------------------------------- pictures
+
+
+def class_ids(label_set, names: Sequence[str]) -> set[int]:
+    """Train ids of ``label_set`` for class ``names`` (names it lacks are skipped)."""
+    wanted = set(names)
+    return {i for i, name in enumerate(label_set.names) if name in wanted}
+
+
+def highlight_id(label_set, name: str | None) -> int | None:
+    ids = class_ids(label_set, [name]) if name else set()
+    return next(iter(ids)) if ids else None
+
+
+def picture(
+    photo: Photo,
+    mask: np.ndarray,
+    label_set,
+    view: str,
+    alpha: float,
+    hidden: Sequence[str] = (),
+    highlighted: str | None = None,
+    large: bool = False,
+) -> np.ndarray:
+    """The overlay or colour mask at display size (``large``: the before/after size), with
+    hidden classes left out and the highlighted class standing out."""
+    base = photo.large if large else photo.display
+    small = resize_nearest(mask, base.shape[:2])
+    return viz.render_view(
+        base, small, label_set, view, alpha, class_ids(label_set, hidden),
+        highlight_id(label_set, highlighted),
+    )  # fmt: skip
+
+
+def photo_picture(
+    photo: Photo, label_set, highlighted: str | None, mask: np.ndarray | None
+) -> np.ndarray:
+    """The photo at the before/after size; with a highlighted class, everything outside
+    that class in ``mask`` (train ids at that size) fades."""
+    train_id = highlight_id(label_set, highlighted)
+    if train_id is None or mask is None:
+        return photo.large
+    return viz.highlight(photo.large, mask, train_id)
+
+
+def encode_picture(rgb: np.ndarray, view: str) -> bytes:
+    """What the page shows, encoded: a colour mask as PNG, an overlay as JPEG.
 
     Encoded here rather than by ``st.image``: its default PNG compression of a 1024 px
     overlay takes longer than a small model's inference (about 370 ms against 2 ms for
     this JPEG on a loaded 2-core CPU), and it sits between a level switch and its mask.
     """
-    small = resize_nearest(mask, photo.display.shape[:2])
     buffer = io.BytesIO()
     if view == "mask":
-        # Flat colours: fast, lossless, small.
-        Image.fromarray(colorize(small, label_set)).save(buffer, "PNG", compress_level=1)
+        Image.fromarray(rgb).save(buffer, "PNG", compress_level=1)  # flat colours
     else:
-        # 4:4:4 chroma keeps class boundaries crisp.
-        Image.fromarray(overlay(photo.display, small, label_set, alpha)).save(
-            buffer, "JPEG", quality=92, subsampling=0
-        )
+        Image.fromarray(rgb).save(buffer, "JPEG", quality=92, subsampling=0)  # crisp edges
     return buffer.getvalue()
+
+
+def render_view(
+    photo: Photo,
+    mask: np.ndarray,
+    label_set,
+    view: str,
+    alpha: float,
+    hidden: Sequence[str] = (),
+    highlighted: str | None = None,
+) -> bytes:
+    """The grid's picture of one model, encoded (see :func:`encode_picture`)."""
+    return encode_picture(picture(photo, mask, label_set, view, alpha, hidden, highlighted), view)
 
 
 def mask_png(mask: np.ndarray, label_set) -> bytes:
     """The mask as a palette PNG: pixel values are train ids (255 = ignore), and viewers
     show the label set's colours."""
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[: label_set.num_classes] = np.asarray(label_set.colors, dtype=np.uint8)
-    image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="L").convert("P")
-    image.putpalette(palette.ravel().tolist())
-    return _png(image)
+    return _mask_png(mask, label_set)
 
 
 def overlay_png(photo: Photo, mask: np.ndarray, label_set, alpha: float) -> bytes:
     """The overlay at the photo's full size, as PNG bytes."""
-    return _png(Image.fromarray(overlay(photo.image, mask, label_set, alpha)))
+    return png_bytes(viz.overlay(photo.image, mask, label_set, alpha))
 
 
-def _png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False, compress_level=3)
-    return buffer.getvalue()
+def _swatch(color: str) -> str:
+    return (
+        f'<span style="display:inline-block;width:0.85em;height:0.85em;'
+        f"background:{html.escape(color)};border:1px solid rgba(0,0,0,.35);"
+        'vertical-align:-0.1em;margin-right:0.3em"></span>'
+    )
 
 
-def legend_html(entries: Sequence[dict]) -> str:
-    """Colour swatches, class names and shares, as one line of wrapped HTML."""
+def _rgb_hex(color: Sequence[int]) -> str:
+    r, g, b = (int(c) for c in color)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def share_text(fraction: float) -> str:
+    """A pixel share as shown: ``"12.3%"``, ``"<0.1%"`` for a trace, ``"0%"`` for none."""
+    percent = 100 * fraction
+    if percent == 0:
+        return "0%"
+    return f"{percent:.1f}%" if percent >= 0.1 else "<0.1%"
+
+
+def legend_html(entries: Sequence[dict], hidden: Sequence[str] = ()) -> str:
+    """Colour swatches, class names and pixel shares, as one line of wrapped HTML; hidden
+    classes are struck through."""
+    hidden = set(hidden)
     items = []
     for entry in entries:
-        percent = 100 * entry["fraction"]
-        share = f"{percent:.1f}%" if percent >= 0.1 else "<0.1%"
+        share = share_text(entry["fraction"])
+        style = "white-space:nowrap"
+        if entry["name"] in hidden:
+            style += ";opacity:.45;text-decoration:line-through"
         items.append(
-            '<span style="white-space:nowrap">'
-            f'<span style="display:inline-block;width:0.85em;height:0.85em;'
-            f"background:{html.escape(entry['color'])};border:1px solid rgba(0,0,0,.35);"
-            'vertical-align:-0.1em;margin-right:0.3em"></span>'
+            f'<span style="{style}">{_swatch(entry["color"])}'
             f"{html.escape(entry['name'])} {html.escape(share)}</span>"
         )
+    return _legend_box(items)
+
+
+def _legend_box(items: Sequence[str]) -> str:
     return (
         '<div style="display:flex;flex-wrap:wrap;gap:0.15rem 0.8rem;font-size:0.85rem">'
         + "".join(items)
         + "</div>"
     )
+
+
+def color_legend_html(legend: dict[str, Sequence[int]]) -> str:
+    """A legend of named colours (the error and comparison maps)."""
+    items = [
+        f'<span style="white-space:nowrap">{_swatch(_rgb_hex(color))}{html.escape(name)}</span>'
+        for name, color in legend.items()
+    ]
+    return _legend_box(items)
+
+
+def error_legend_html(mask: np.ndarray, truth: np.ndarray, label_set) -> str:
+    """The error map's legend: correct, ignored, and the predicted classes of the wrong
+    pixels (the colours a wrong pixel takes)."""
+    wrong = (mask != truth) & (truth != label_set.ignore_index)
+    items = dict(viz.ERROR_MAP_LEGEND)
+    for entry in viz.legend_entries(mask[wrong], label_set)[:6]:
+        items[f"wrong: {entry['name']}"] = label_set.colors[entry["train_id"]]
+    return color_legend_html(items)
+
+
+def truth_for(photo: Photo, label_set) -> np.ndarray | None:
+    """The photo's ground truth if it is in ``label_set``'s classes, else None."""
+    if photo.truth is None or photo.truth_label_set != label_set.name:
+        return None
+    return photo.truth
+
+
+def scores(mask: np.ndarray, truth: np.ndarray, label_set) -> dict:
+    return photo_scores(mask, truth, label_set)
+
+
+def error_picture(photo: Photo, mask: np.ndarray, truth: np.ndarray, label_set) -> np.ndarray:
+    """The error map at display size."""
+    size = photo.display.shape[:2]
+    return viz.error_map(resize_nearest(mask, size), resize_nearest(truth, size), label_set)
+
+
+def comparison_picture(
+    photo: Photo, mask_a: np.ndarray, mask_b: np.ndarray, truth: np.ndarray, label_set
+) -> np.ndarray:
+    size = photo.display.shape[:2]
+    return viz.comparison_map(
+        resize_nearest(mask_a, size), resize_nearest(mask_b, size), resize_nearest(truth, size),
+        label_set,
+    )  # fmt: skip
+
+
+def shared_legend(
+    masks: Sequence[np.ndarray | None], label_set, hidden: Sequence[str] = ()
+) -> list[dict]:
+    """Legend entries of the classes in any of ``masks`` (not hidden), each with its
+    pixel share in every mask as text (``"12.0% | 9.5%"``), most frequent first."""
+    hidden_ids = class_ids(label_set, hidden)
+    shares = [
+        {e["train_id"]: e["fraction"] for e in viz.legend_entries(m, label_set)}
+        if m is not None
+        else None
+        for m in masks
+    ]
+    present: dict[int, float] = {}
+    for share in shares:
+        for train_id, fraction in (share or {}).items():
+            present[train_id] = max(present.get(train_id, 0.0), fraction)
+    entries = []
+    for train_id in sorted(present, key=lambda t: -present[t]):
+        if train_id in hidden_ids:
+            continue
+        text = " | ".join(share_text(s.get(train_id, 0.0)) for s in shares if s is not None)
+        entries.append(
+            {
+                "train_id": train_id,
+                "name": label_set.names[train_id],
+                "color": _rgb_hex(label_set.colors[train_id]),
+                "shares": text,
+            }
+        )
+    return entries
+
+
+# ------------------------------------------------------------------------------- video
+
+
+@st.cache_data(show_spinner=False)
+def example_clip() -> bytes:
+    """The example clip (a camera moving down a synthetic street), as WebM bytes."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = drive_clip(Path(folder) / "drive.webm", EXAMPLE_CLIP_SECONDS, EXAMPLE_CLIP_FPS)
+        return path.read_bytes()
+
+
+def run_video(
+    data: bytes,
+    name: str,
+    segmenters: Sequence[Segmenter],
+    layout: str,
+    alpha: float,
+    progress: Callable[[int, int], None],
+) -> tuple[bytes, VideoResult]:
+    """Segment an uploaded clip; the WebM bytes and what happened.
+
+    Raises:
+        VideoError: the clip is not readable or beyond the limits (one sentence).
+    """
+    suffix = Path(name).suffix.lower() or ".mp4"
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / f"input{suffix}"
+        source.write_bytes(data)
+        out = Path(folder) / "segmented.webm"
+        result = segment_video(source, out, segmenters, layout, alpha, progress=progress, name=name)
+        return out.read_bytes(), result
 
 
 def markdown_text(text: str) -> str:

@@ -1,9 +1,11 @@
 """The real app in a real browser: `streamlit run app.py` driven by Playwright + Chromium.
 
-Uploads a photo, waits for every model's mask, switches the U-Net++ pruning level and
-times each switch (key press -> new mask on screen) against the model's own inference
-time, and saves screenshots: into pytest's tmp dir, and also into ``$SEGDEMO_SCREENSHOTS``
-when set (``SEGDEMO_SCREENSHOTS=docs/screenshots pytest -m browser`` refreshes the README's).
+Uploads a photo, waits for every model's mask, drags the before/after split and reads the
+class under the pointer, switches the U-Net++ pruning level and times each switch (key
+press -> new mask on screen) against the model's own inference time; uploads the
+synthetic drive clip and plays the segmented video; takes a photo with Chromium's fake
+camera. Screenshots go into pytest's tmp dir, and also into ``$SEGDEMO_SCREENSHOTS`` when
+set (``SEGDEMO_SCREENSHOTS=docs/screenshots pytest -m browser`` refreshes the README's).
 
 Checkpoints: ``$SEGDEMO_CHECKPOINTS`` if set, else the bundled ones in ``checkpoints/``,
 else the tiny fixture checkpoints.
@@ -34,6 +36,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # The camera test: a generated test pattern instead of a webcam, allowed without asking.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 SLOW = 180_000  # ms; the machine is shared with training runs
 
@@ -65,9 +70,11 @@ def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, timeout: 
     pytest.fail(f"streamlit did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture
-def server(request, tmp_path):
-    """A `streamlit run app.py` subprocess on a free port; yields its URL."""
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory):
+    """A `streamlit run app.py` subprocess on a free port, shared by this module's tests
+    (each opens its own browser session); yields its URL."""
+    tmp_path = tmp_path_factory.mktemp("server")
     env = dict(os.environ)
     if "SEGDEMO_CHECKPOINTS" not in env:  # a U-Net and a U-Net++, whatever is bundled
         env["SEGDEMO_CHECKPOINTS"] = str(request.getfixturevalue("tiny_checkpoints")["dir"])
@@ -101,7 +108,9 @@ def browser_page():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            context = browser.new_context(viewport={"width": 1500, "height": 1000})
+            context.grant_permissions(["camera"])
+            page = context.new_page()
             page.set_default_timeout(SLOW)
             yield page
         finally:
@@ -148,6 +157,18 @@ def save_screenshot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def save_element(locator, tmp_path: Path, name: str) -> Path:
+    """A screenshot of one element (scrolled into view), saved like ``save_screenshot``."""
+    path = tmp_path / name
+    locator.scroll_into_view_if_needed()
+    locator.screenshot(path=str(path))
+    if os.environ.get("SEGDEMO_SCREENSHOTS"):
+        folder = Path(os.environ["SEGDEMO_SCREENSHOTS"])
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / name)
+    return path
+
+
 def open_through_router(page, server: str, title: str):
     """Load the app, wait until app.py's router has run, then follow its link to ``title``.
     Returns the sidebar's user-content locator."""
@@ -165,20 +186,55 @@ def assert_no_errors(page) -> None:
 
 def test_upload_masks_and_live_pruning_level(server, browser_page, tmp_path, record_property):
     page = browser_page
+    page.set_viewport_size({"width": 1500, "height": 1900})  # controls, large view and grid
     page.goto(server)
     page.get_by_text("Segment street photos").wait_for()
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
         str(street_photo(tmp_path / "street.jpg"))
     )
     page.get_by_text("photo · 1024×512").wait_for()
-    # The photo, then one mask per selected checkpoint (two or more), and nothing stale.
-    texts = wait_for_captions(page, r"^photo · 1024×512(\n.+ · \d+ ms){2,}$")
+    # The photo, then one mask per selected checkpoint (two or more) with its warm
+    # latency, and nothing stale.
     chosen = page.locator(".react-aria-ComboBox [data-tag]").count()
-    assert len(texts) == 1 + chosen, texts
+    assert chosen >= 2
+    texts = wait_for_captions(page, rf"^photo · 1024×512(\n.+ · \d+ ms){{{chosen}}}$")
     unetpp = [i for i, text in enumerate(texts) if re.search(r" · (fast|accurate) L", text)]
     assert unetpp, f"no U-Net++ among the selected checkpoints: {texts}"
+    # Every checkpoint's tag is whole in the picker (none cut off).
+    for tag in page.locator(".react-aria-ComboBox [data-tag]").all():
+        assert tag.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), tag.inner_text()
+    for button in page.get_by_role("button", name="Overlay PNG").all():
+        assert button.evaluate("e => e.scrollWidth <= e.clientWidth + 1")  # label not cut
     assert_no_errors(page)
+
+    # The large view: drag the split to a quarter of the width, read the class under the
+    # pointer, highlight a class from the legend.
+    stage = page.locator('[data-testid="before-after"]')
+    # The masks are decoded in the page (the class under the pointer comes from them).
+    page.wait_for_selector('[data-testid="before-after"][data-ready="true"]')
+    handle = stage.locator(".sv-handle")
+    assert handle.get_attribute("aria-valuenow") == "50"
+    box = stage.bounding_box()
+    middle_y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] / 2, middle_y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 4, middle_y, steps=8)
+    page.mouse.up()
+    assert abs(int(handle.get_attribute("aria-valuenow")) - 25) <= 1
+    clip = stage.locator(".sv-left").evaluate("e => e.style.clipPath")
+    assert clip.startswith("inset(0px 75") or clip.startswith("inset(0 75"), clip
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.9)
+    readout = page.locator(".sv-readout")
+    assert re.match(r"Under the pointer: .+: \w", readout.inner_text()), readout.inner_text()
+    entry = page.locator(".sv-entry").first
+    entry.hover()
+    assert stage.locator(".sv-right canvas").evaluate("c => c.width") > 1  # the highlight
+    entry.click()
+    assert entry.get_attribute("aria-pressed") == "true"
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5)
     save_screenshot(page, tmp_path, "segment.png")
+    save_element(stage.locator(".."), tmp_path, "segment-large.png")
+    entry.click()  # let the highlight go
 
     # Switch L4 -> L3 -> L2 -> L1: each switch must re-run one inference, nothing else.
     # Timed from the key press to the new mask loaded in its <img>.
@@ -201,8 +257,17 @@ def test_upload_masks_and_live_pruning_level(server, browser_page, tmp_path, rec
             polling="raf",
         )
         switch_ms = 1000 * (time.perf_counter() - start)
+        # The caption says "measuring…" until the setting's first warm run is timed.
+        page.wait_for_function(
+            """([index, level]) => {
+                const c = document.querySelectorAll('[data-testid="stImageCaption"]')[index];
+                const text = c ? c.innerText : "";
+                return text.includes(` L${level} · `) && / · \\d+ ms$/.test(text);
+            }""",
+            arg=[unetpp[0], level],
+            polling=200,
+        )
         caption = captions(page)[unetpp[0]]
-        assert re.search(rf"(fast|accurate) L{level} · ", caption), caption
         inference_ms = float(re.search(r"(\d+) ms", caption).group(1))
         timings.append(
             {
@@ -214,8 +279,25 @@ def test_upload_masks_and_live_pruning_level(server, browser_page, tmp_path, rec
         )
         page.wait_for_timeout(2000)  # the panel finishes (cost table) before the next key
     assert mask.get_attribute("src") != first_src  # the mask on screen changed
+    # The large view shows the first model at its panel's setting, switched levels included.
+    first_model = captions(page)[1].rsplit(" · ", 1)[0]
+    page.wait_for_function(
+        """(label) => [...document.querySelectorAll('*')].some(e => e.shadowRoot
+            && e.shadowRoot.querySelector('.sv-right-label')
+            && e.shadowRoot.querySelector('.sv-right-label').textContent === label + " ▶")""",
+        arg=first_model,
+        polling=500,
+    )
+    # The level diagram beside the slider lights exactly the nodes with i + j <= 1.
+    column = page.locator('[data-testid="stColumn"]').filter(has=slider)
+    diagram = column.locator("svg[role=img]").first
+    lit = diagram.locator('[data-state="computed"]').evaluate_all(
+        "nodes => nodes.map(n => n.dataset.node).sort()"
+    )
+    assert lit == ["0,0", "0,1", "1,0"], lit
     assert_no_errors(page)
     save_screenshot(page, tmp_path, "segment-level1.png")
+    save_element(column.first, tmp_path, "segment-panel-level1.png")
 
     summary = {
         "switches": timings,
@@ -226,6 +308,76 @@ def test_upload_masks_and_live_pruning_level(server, browser_page, tmp_path, rec
     (tmp_path / "switch_timing.json").write_text(json.dumps(summary, indent=2))
     record_property("switch_timing", summary)
     print("switch timing:", json.dumps(summary))
+
+
+def choose_input(page, name: str) -> None:
+    page.get_by_text("Segment street photos").wait_for()
+    page.locator('[data-testid="stRadio"]').filter(has_text="Input").get_by_text(
+        name, exact=True
+    ).click()
+
+
+def test_video_upload_plays_back_segmented(server, browser_page, tmp_path, record_property):
+    """The synthetic drive clip in, a segmented WebM out, played to its end in Chromium."""
+    from segdemo.video import drive_clip
+
+    page = browser_page
+    page.set_viewport_size({"width": 1500, "height": 1400})
+    clip = drive_clip(tmp_path / "drive.webm", seconds=2.0, fps=10, size=(256, 512))
+    page.goto(server)
+    choose_input(page, "Video")
+    page.get_by_text("Street video (MP4, WebM)").wait_for()
+    start = time.perf_counter()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(clip))
+    page.get_by_text("drive.webm").first.wait_for()
+    page.get_by_role("button", name="Segment the video").click()
+    video = page.locator("video").first
+    video.wait_for()
+    video.evaluate(
+        """v => new Promise((done, fail) => {
+            if (v.readyState >= 1) return done();
+            v.onloadedmetadata = () => done();
+            v.onerror = () => fail(new Error("the video does not load"));
+        })"""
+    )
+    upload_to_video_s = time.perf_counter() - start
+    duration = video.evaluate("v => v.duration")
+    assert abs(duration - 2.0) < 0.15, duration
+    # Play it to the end and count the frames Chromium decoded.
+    frames = video.evaluate(
+        """v => new Promise((done, fail) => {
+            v.muted = true;
+            v.onended = () => done(v.getVideoPlaybackQuality().totalVideoFrames);
+            v.onerror = () => fail(new Error("the video does not play"));
+            v.play().catch(fail);
+        })"""
+    )
+    assert frames == 20, frames
+    width = video.evaluate("v => v.videoWidth")
+    chosen = page.locator(".react-aria-ComboBox [data-tag]").count()
+    assert width >= 2 * 256 * (1 + chosen) * 0.9  # photo | one mask per model, side by side
+    table = page.locator('[data-testid="stMarkdownContainer"] table').filter(has_text="frames/s")
+    assert table.locator("tbody tr").count() == chosen
+    assert_no_errors(page)
+    record_property("upload_to_video_s", round(upload_to_video_s, 1))
+    save_element(page.locator('[data-testid="stMain"]'), tmp_path, "segment-video.png")
+
+
+def test_camera_photo_is_segmented(server, browser_page, tmp_path):
+    """Chromium's fake camera (a test pattern) -> Take Photo -> every model's mask."""
+    page = browser_page
+    page.set_viewport_size({"width": 1500, "height": 1400})
+    page.goto(server)
+    choose_input(page, "Camera")
+    take = page.get_by_role("button", name=re.compile("Take photo", re.IGNORECASE))
+    take.wait_for()
+    page.wait_for_timeout(1500)  # the stream starts
+    take.click()
+    chosen = page.locator(".react-aria-ComboBox [data-tag]").count()
+    texts = wait_for_captions(page, rf"^photo · \d+×\d+(\n.+ · \d+ ms){{{chosen}}}$")
+    assert len(texts) == 1 + chosen >= 3
+    assert_no_errors(page)
+    page.screenshot(path=str(tmp_path / "segment-camera.png"))  # a test pattern: not for docs
 
 
 def test_checkpoints_page_in_browser(server, browser_page, tmp_path):
