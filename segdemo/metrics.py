@@ -9,8 +9,9 @@ mIoU follows cityscapesScripts (``evalPixelLevelSemanticLabeling``): the IoU of 
 and is left out of the mean, while a class with no ground-truth pixels but false positives
 scores 0 and counts. The classes that entered the mean are reported as ``counted_classes``.
 
-Every function takes a single matrix ``(C, C)`` or a stack ``(..., C, C)`` (one per image,
-or one per bootstrap resample), so that per-image and resampled scores share one formula.
+``confusion_scores`` takes a single matrix ``(C, C)`` or a stack ``(..., C, C)`` (one per
+image, or one per bootstrap resample), so that split, per-image and resampled scores share
+one formula.
 """
 
 from __future__ import annotations
@@ -68,45 +69,39 @@ class ConfusionMatrix:
         return metrics_from_confusion(self.matrix, class_names)
 
 
-def _counts(matrix: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """TP, FP, FN, TN per class. Shape: ``(..., C, C)`` -> four ``(..., C)``."""
-    tp = matrix.diagonal(dim1=-2, dim2=-1)
-    fp = matrix.sum(-2) - tp
-    fn = matrix.sum(-1) - tp
-    tn = matrix.sum((-2, -1)).unsqueeze(-1) - tp - fp - fn
-    return tp, fp, fn, tn
+def _counts(matrix: np.ndarray) -> tuple[np.ndarray, ...]:
+    """TP, FP, FN, TN per class. Shape: ``(..., C, C)`` -> four ``(..., C)``.
+
+    The reductions run in numpy: on stacks of thousands of matrices they are far cheaper
+    there than in torch on a busy CPU."""
+    tp = np.diagonal(matrix, axis1=-2, axis2=-1)
+    predicted = matrix.sum(-2)
+    labelled = matrix.sum(-1)
+    total = labelled.sum(-1, keepdims=True)
+    return tp, predicted - tp, labelled - tp, total - predicted - labelled + tp
 
 
-def _as_tensor(matrix) -> torch.Tensor:
-    if isinstance(matrix, np.ndarray):
-        return torch.from_numpy(matrix)
-    return torch.as_tensor(matrix)
+def _as_array(matrix) -> np.ndarray:
+    if isinstance(matrix, torch.Tensor):
+        matrix = matrix.detach().cpu().numpy()
+    return np.asarray(matrix, dtype=np.float64)
 
 
-def class_iou(matrix: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """IoU per class, NaN for a class absent from both ground truth and prediction.
+def confusion_scores(matrix: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+    """Class IoU (NaN for a class absent from both ground truth and prediction), mIoU over
+    the counted classes and pixel accuracy (NaN without labelled pixels) of each matrix.
 
-    Shape: ``(..., C, C)`` -> ``(..., C)`` float64.
+    Shape: ``(..., C, C)`` -> ``per_class_iou (..., C)``, ``miou (...)``,
+    ``pixel_accuracy (...)``, float64 arrays.
     """
-    tp, fp, fn, tn = _counts(_as_tensor(matrix).to(torch.float64))
-    return smp.metrics.iou_score(tp, fp, fn, tn, reduction="none", zero_division=math.nan)
-
-
-def mean_iou(iou: torch.Tensor) -> torch.Tensor:
-    """Mean over the counted (non-NaN) classes; NaN where no class counts.
-
-    Shape: ``(..., C)`` -> ``(...)``.
-    """
-    return iou.nanmean(-1)
-
-
-def pixel_accuracy(matrix: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Correct pixels over labelled pixels; NaN without labelled pixels.
-
-    Shape: ``(..., C, C)`` -> ``(...)`` float64.
-    """
-    m = _as_tensor(matrix).to(torch.float64)
-    return m.diagonal(dim1=-2, dim2=-1).sum(-1) / m.sum((-2, -1))
+    counts = _counts(_as_array(matrix))
+    tp, fp, fn, tn = (torch.from_numpy(np.ascontiguousarray(c)) for c in counts)
+    iou = smp.metrics.iou_score(tp, fp, fn, tn, reduction="none", zero_division=math.nan).numpy()
+    counted = ~np.isnan(iou)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        miou = np.where(counted.any(-1), np.nansum(iou, -1) / counted.sum(-1), np.nan)
+        accuracy = counts[0].sum(-1) / (counts[0] + counts[2]).sum(-1)
+    return {"per_class_iou": iou, "miou": miou, "pixel_accuracy": accuracy}
 
 
 def metrics_from_confusion(matrix: torch.Tensor, class_names: list[str] | None = None) -> dict:
@@ -119,17 +114,18 @@ def metrics_from_confusion(matrix: torch.Tensor, class_names: list[str] | None =
         class without ground-truth pixels), ``counted_classes`` (the classes in the mean),
         ``confusion_matrix`` (rows = ground truth) and ``pixels`` (labelled pixels).
     """
-    matrix = _as_tensor(matrix).to("cpu", torch.int64)
-    num_classes = matrix.shape[0]
+    counts = _as_array(matrix)
+    num_classes = counts.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise ValueError(f"{len(names)} class names for a {num_classes}x{num_classes} matrix")
-    tp, fp, fn, tn = (s.unsqueeze(0) for s in _counts(matrix))
-    iou = class_iou(matrix)
+    tp, fp, fn, tn = (torch.from_numpy(c[None].copy()) for c in _counts(counts))
+    scores = confusion_scores(counts)
+    iou = scores["per_class_iou"]
     # A class that is predicted or present has precision 0 when it is never right.
     precision = smp.metrics.precision(tp, fp, fn, tn, reduction="none", zero_division=0.0)[0]
     recall = smp.metrics.recall(tp, fp, fn, tn, reduction="none", zero_division=math.nan)[0]
-    counted = ~iou.isnan()
+    counted = ~np.isnan(iou)
     present = (tp + fn)[0] > 0
 
     def per_class(values: torch.Tensor, defined: torch.Tensor) -> dict[str, float | None]:
@@ -138,12 +134,12 @@ def metrics_from_confusion(matrix: torch.Tensor, class_names: list[str] | None =
         }
 
     return {
-        "miou": float(mean_iou(iou)) if bool(counted.any()) else math.nan,
-        "pixel_accuracy": float(pixel_accuracy(matrix)),
+        "miou": float(scores["miou"]),
+        "pixel_accuracy": float(scores["pixel_accuracy"]),
         "per_class_iou": per_class(iou, counted),
         "per_class_precision": per_class(precision, counted),
         "per_class_recall": per_class(recall, present),
         "counted_classes": [names[i] for i in range(num_classes) if bool(counted[i])],
-        "confusion_matrix": matrix.tolist(),
-        "pixels": int(matrix.sum()),
+        "confusion_matrix": counts.astype(np.int64).tolist(),
+        "pixels": int(counts.sum()),
     }

@@ -22,9 +22,8 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
-from segdemo.metrics import class_iou, mean_iou, pixel_accuracy
+from segdemo.metrics import confusion_scores
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
@@ -66,7 +65,7 @@ def resample_counts(images: int, resamples: int, seed: int) -> np.ndarray:
     )
 
 
-def resampled_confusion(per_image, counts: np.ndarray) -> torch.Tensor:
+def resampled_confusion(per_image, counts: np.ndarray) -> np.ndarray:
     """The summed confusion matrix of every resample.
 
     Shape: ``per_image (n, C, C)``, ``counts (B, n)`` -> ``(B, C, C)`` float64 (exact: the
@@ -74,18 +73,18 @@ def resampled_confusion(per_image, counts: np.ndarray) -> torch.Tensor:
     """
     matrices = _stack(per_image)
     n, c, _ = matrices.shape
-    flat = torch.from_numpy(matrices.reshape(n, c * c).astype(np.float64))
-    return (torch.from_numpy(counts.astype(np.float64)) @ flat).view(-1, c, c)
+    flat = matrices.reshape(n, c * c).astype(np.float64)
+    return (counts.astype(np.float64) @ flat).reshape(-1, c, c)
 
 
-def scores(matrices) -> dict[str, torch.Tensor]:
-    """mIoU, pixel accuracy and class IoU of each matrix in a stack.
+def scores(matrices) -> dict[str, np.ndarray]:
+    """mIoU, pixel accuracy and class IoU of each matrix in a stack
+    (``metrics.confusion_scores``).
 
     Shape: ``(..., C, C)`` -> ``miou (...)``, ``pixel_accuracy (...)``,
     ``per_class_iou (..., C)``; NaN where undefined.
     """
-    iou = class_iou(matrices)
-    return {"miou": mean_iou(iou), "pixel_accuracy": pixel_accuracy(matrices), "per_class_iou": iou}
+    return confusion_scores(matrices)
 
 
 def per_image_scores(per_image) -> dict[str, np.ndarray]:
@@ -93,7 +92,7 @@ def per_image_scores(per_image) -> dict[str, np.ndarray]:
 
     Shape: ``(n, C, C)`` -> ``miou (n,)``, ``pixel_accuracy (n,)``, ``per_class_iou (n, C)``.
     """
-    return {k: v.numpy() for k, v in scores(_stack(per_image)).items()}
+    return scores(_stack(per_image))
 
 
 def _number(value) -> float | None:
@@ -101,14 +100,13 @@ def _number(value) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _interval(samples: torch.Tensor) -> list | None:
+def _interval(values: np.ndarray) -> list | None:
     """Percentile interval over the first axis, ignoring undefined (NaN) resamples.
 
     Shape: ``(B,)`` -> ``[low, high]`` or None; ``(B, C)`` -> a list of C of those.
     """
-    values = samples.numpy()
     if values.ndim == 2:
-        return [_interval(torch.from_numpy(values[:, i])) for i in range(values.shape[1])]
+        return [_interval(values[:, i]) for i in range(values.shape[1])]
     values = values[~np.isnan(values)]
     if values.size == 0:
         return None
@@ -137,7 +135,7 @@ def bootstrap_ci(
     """
     matrices = _stack(per_image)
     names = _names(class_names, matrices.shape[1])
-    point = scores(torch.from_numpy(matrices.sum(0, dtype=np.int64)))
+    point = scores(matrices.sum(0, dtype=np.int64))
     sampled = scores(resampled_confusion(matrices, resample_counts(len(matrices), resamples, seed)))
     point_iou = point["per_class_iou"].tolist()
     class_ci = _interval(sampled["per_class_iou"])
@@ -186,15 +184,15 @@ def paired_difference(
         )
     names = _names(class_names, a.shape[1])
     counts = resample_counts(len(a), resamples, seed)
-    point_a = scores(torch.from_numpy(a.sum(0, dtype=np.int64)))
-    point_b = scores(torch.from_numpy(b.sum(0, dtype=np.int64)))
+    point_a = scores(a.sum(0, dtype=np.int64))
+    point_b = scores(b.sum(0, dtype=np.int64))
     sampled_a = scores(resampled_confusion(a, counts))
     sampled_b = scores(resampled_confusion(b, counts))
     diff = {k: point_a[k] - point_b[k] for k in point_a}
     sampled = {k: sampled_a[k] - sampled_b[k] for k in sampled_a}
     miou_diff = float(diff["miou"])
     # sign(0) = 0: a model against itself has differences of exactly 0 and no flips.
-    flipped = float((torch.sign(sampled["miou"]) != np.sign(miou_diff)).double().mean())
+    flipped = float((np.sign(sampled["miou"]) != np.sign(miou_diff)).mean())
     class_diff = diff["per_class_iou"].tolist()
     class_ci = _interval(sampled["per_class_iou"])
     return {
