@@ -69,16 +69,22 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 __all__ = [
     "CHECKPOINT_FILE_MODE",
     "FORMAT_VERSION",
+    "METADATA_KEY",
+    "MODEL_PREFIX",
+    "TRAIN_PREFIX",
     "Checkpoint",
     "CheckpointError",
     "ListedCheckpoint",
     "build_metadata",
     "check_checkpoint",
+    "flatten_optimizer_state",
+    "library_versions",
     "list_checkpoints",
     "load_checkpoint",
     "read_metadata",
     "save_checkpoint",
     "scan_checkpoints",
+    "unflatten_optimizer_state",
 ]
 
 
@@ -483,7 +489,7 @@ def _check_tensors(name: str, specs: dict[str, _TensorSpec], model: nn.Module, m
         if missing:
             detail.append(f"{len(missing)} missing (e.g. {missing[0]})")
         if unexpected:
-            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0][:80]})")
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0][:80]!r})")
         raise CheckpointError(
             f"{name}'s weights do not fit {_describe(meta)}: {' and '.join(detail)} tensors"
         )
@@ -516,7 +522,9 @@ def _check_tensors(name: str, specs: dict[str, _TensorSpec], model: nn.Module, m
             continue
         match = _OPTIMIZER_TENSOR.match(short)
         if match is None:
-            raise CheckpointError(f"{name} holds training state segdemo does not know: {key[:80]}")
+            raise CheckpointError(
+                f"{name} holds training state segdemo does not know: {key[:80]!r}"
+            )
         index = int(match.group(1))
         if index >= len(parameters):
             raise CheckpointError(
