@@ -6,26 +6,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from segdemo.models import create_model, list_models
+from segdemo.models import (
+    create_model,
+    get_model_config,
+    inference_settings,
+    list_models,
+    pruning_levels,
+)
 from segdemo.models.registry import count_flops, count_parameters
 
 NUM_CLASSES = 5
-PRUNABLE = ["unetpp", "unetpp_ds"]
-
-
-def tiny_kwargs(name: str) -> dict:
-    """Smallest sensible config per model family, so the suite runs on 2 CPU cores."""
-    if name in ("unet", "unetpp"):
-        return {"base_width": 4}
-    if name.startswith("smp_") or name == "unetpp_ds":
-        return {"encoder_weights": None}
-    return {}
+PRUNABLE = [name for name in list_models() if get_model_config(name).supports_pruning]
+SCRATCH = [name for name in list_models() if get_model_config(name).width_argument]
 
 
 def build(name: str, **overrides) -> torch.nn.Module:
+    """The registered model at its full default depth (every pruning level), at the
+    registry's tiny width for scratch models, so the suite runs on 2 CPU cores."""
     torch.manual_seed(0)
-    kwargs = {**tiny_kwargs(name), **overrides}
-    return create_model(name, num_classes=NUM_CLASSES, **kwargs)
+    config = get_model_config(name)
+    kwargs = dict(config.tiny_kwargs if config.width_argument else config.default_kwargs)
+    return create_model(name, num_classes=NUM_CLASSES, **{**kwargs, **overrides})
 
 
 def images(n: int = 2, height: int = 64, width: int = 128, seed: int = 0) -> torch.Tensor:
@@ -75,7 +76,7 @@ def test_contract_attributes(name: str) -> None:
     assert all(s > 0 for s in norm["std"])
     assert isinstance(model.supports_pruning, bool)
     if model.supports_pruning:
-        assert model.num_levels == 4
+        assert pruning_levels(model) == get_model_config(name).num_levels
     else:
         model.eval()
         x = images(1, 32, 64)
@@ -86,7 +87,7 @@ def test_contract_attributes(name: str) -> None:
 
 
 def test_scratch_models_use_imagenet_normalization() -> None:
-    for name in ("unet", "unetpp"):
+    for name in SCRATCH:
         norm = build(name).normalization
         assert tuple(norm["mean"]) == (0.485, 0.456, 0.406)
         assert tuple(norm["std"]) == (0.229, 0.224, 0.225)
@@ -97,7 +98,7 @@ def test_unknown_model_name_lists_valid_ones() -> None:
         create_model("unet3000", num_classes=3)
 
 
-@pytest.mark.parametrize("name", ["unet", "unetpp"])
+@pytest.mark.parametrize("name", SCRATCH)
 def test_bilinear_upsampling_and_bad_upsampling(name: str) -> None:
     model = build(name, upsampling="bilinear").eval()
     with torch.no_grad():
@@ -126,12 +127,13 @@ def test_pruned_output_equals_matching_head(name: str) -> None:
     x = images(2, 47, 155, seed=1)
     with torch.no_grad():
         heads = model.forward_heads(x)
-        assert len(heads) == model.num_levels == 4
-        for level in range(1, 5):
+        levels = pruning_levels(model)
+        assert len(heads) == levels == get_model_config(name).num_levels
+        for level in range(1, levels + 1):
             pruned = model(x, mode="fast", level=level)
             torch.testing.assert_close(pruned, heads[level - 1], atol=1e-5, rtol=1e-5)
         # Heads differ from one another, so the comparison above can tell them apart.
-        assert not torch.allclose(heads[0], heads[3], atol=1e-3)
+        assert not torch.allclose(heads[0], heads[-1], atol=1e-3)
 
 
 @pytest.mark.parametrize("name", PRUNABLE)
@@ -142,42 +144,62 @@ def test_accurate_mode_is_log_mean_softmax_of_heads(name: str) -> None:
         heads = model.forward_heads(x)
         level1 = model(x, mode="accurate", level=1)
         torch.testing.assert_close(level1, F.log_softmax(heads[0], dim=1), atol=1e-5, rtol=1e-5)
-        for level in (2, 4):
+        deepest = pruning_levels(model)
+        for level in (2, deepest):
             expected = torch.stack([F.softmax(h, dim=1) for h in heads[:level]]).mean(0).log()
             accurate = model(x, mode="accurate", level=level)
             torch.testing.assert_close(accurate, expected, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(model(x), model(x, mode="accurate", level=4))
+        torch.testing.assert_close(model(x), model(x, mode="accurate", level=deepest))
 
 
 @pytest.mark.parametrize("name", PRUNABLE)
 def test_pruned_flops_rise_with_level(name: str) -> None:
     model = build(name)
-    flops = [count_flops(model, (64, 128), mode="fast", level=k) for k in range(1, 5)]
+    levels = range(1, pruning_levels(model) + 1)
+    flops = [count_flops(model, (64, 128), mode="fast", level=k) for k in levels]
     assert flops == sorted(set(flops)), f"FLOPs not strictly rising: {flops}"
-    assert flops[0] < 0.25 * flops[3]
-    accurate = [count_flops(model, (64, 128), mode="accurate", level=k) for k in range(1, 5)]
+    assert flops[0] < 0.25 * flops[-1]
+    accurate = [count_flops(model, (64, 128), mode="accurate", level=k) for k in levels]
     assert accurate == sorted(set(accurate))
 
 
 @pytest.mark.parametrize("name", PRUNABLE)
 def test_pruned_parameter_counts(name: str) -> None:
     model = build(name)
-    fast = [model.count_parameters(mode="fast", level=k) for k in range(1, 5)]
+    deepest = pruning_levels(model)
+    fast = [model.count_parameters(mode="fast", level=k) for k in range(1, deepest + 1)]
     assert fast == sorted(set(fast)), f"fast-mode parameters not strictly rising: {fast}"
-    assert model.count_parameters(mode="accurate", level=4) == count_parameters(model)
+    assert model.count_parameters(mode="accurate", level=deepest) == count_parameters(model)
     assert model.count_parameters() == count_parameters(model)
 
 
 @pytest.mark.parametrize("name", PRUNABLE)
-@pytest.mark.parametrize("mode", ["fast", "accurate"])
-@pytest.mark.parametrize("level", [1, 2, 3, 4])
-def test_pruned_parameter_count_is_what_the_forward_uses(name: str, mode: str, level: int) -> None:
+def test_pruned_parameter_count_is_what_the_forward_uses(name: str) -> None:
     """The parameters reached by the backward pass of a pruned forward are exactly the
-    ones ``count_parameters`` reports."""
+    ones ``count_parameters`` reports, at every (mode, level)."""
     model = build(name).train()
-    model(images(2, 64, 64), mode=mode, level=level).sum().backward()
-    used = sum(p.numel() for p in model.parameters() if p.grad is not None)
-    assert model.count_parameters(mode=mode, level=level) == used
+    for mode, level in inference_settings(model):
+        model.zero_grad(set_to_none=True)
+        model(images(2, 64, 64), mode=mode, level=level).sum().backward()
+        used = sum(p.numel() for p in model.parameters() if p.grad is not None)
+        assert model.count_parameters(mode=mode, level=level) == used, (mode, level)
+
+
+def test_a_shallow_encoder_has_fewer_levels_and_the_registry_tiny_build_runs() -> None:
+    shallow = create_model("unetpp_ds", 3, encoder_depth=3, decoder_channels=[8, 16])
+    assert pruning_levels(shallow) == 2
+    assert inference_settings(shallow) == [
+        ("fast", 1),
+        ("fast", 2),
+        ("accurate", 1),
+        ("accurate", 2),
+    ]
+    for name in list_models():
+        config = get_model_config(name)
+        tiny = create_model(name, 3, **config.tiny_kwargs).eval()
+        with torch.no_grad():
+            out = tiny(images(1, *config.tiny_input_size))
+        assert out.shape == (1, 3, *config.tiny_input_size)
 
 
 def test_unetpp_ds_runs_the_encoder_only_as_deep_as_needed() -> None:
@@ -206,7 +228,7 @@ def test_unetpp_without_deep_supervision() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"level": 5}, "level must be in 1..4"),
+        ({"level": 5}, "level must be in 1..4"),  # the default builds have 4 levels
         ({"level": 0}, "level must be in 1..4"),
         ({"level": 2.0}, "level must be an int"),
         ({"mode": "turbo"}, "mode must be one of"),

@@ -12,27 +12,17 @@ import pytest
 import torch
 
 from segdemo.checkpoints import load_checkpoint
-from segdemo.models import list_models
+from segdemo.models import get_model_config, list_models
 from segdemo.train import TrainConfig, fit, lr_factor, read_progress
 
 REPO = Path(__file__).resolve().parents[1]
-
-# The smallest sensible configuration of each model family, to keep the suite fast.
-TINY_KWARGS = {
-    "unet": {"base_width": 4},
-    "unetpp": {"base_width": 4},
-    "unetpp_ds": {"encoder": "resnet18"},
-    "smp_unet": {"encoder": "resnet18"},
-    "smp_unetpp": {"encoder": "resnet18"},
-}
-
 
 def tiny_config(tmp_path, model="unet", **overrides) -> TrainConfig:
     values = dict(
         data="synthetic",
         data_options={"length": 16},
         model=model,
-        model_kwargs=TINY_KWARGS.get(model, {}),
+        model_kwargs=get_model_config(model).tiny_kwargs,
         size=(32, 64),
         batch_size=4,
         epochs=1,

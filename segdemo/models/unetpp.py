@@ -406,7 +406,7 @@ register_model(
             "encoder": "resnet18",
             "encoder_weights": None,
             "encoder_depth": 3,
-            "decoder_channels": [4, 8],
+            "decoder_channels": [8, 16],
         },
     ),
 )(UNetPlusPlusDS)
