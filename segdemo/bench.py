@@ -223,3 +223,123 @@ def format_bench_table(rows: list[dict]) -> str:
             f"{first.get('device', '')}."
         )
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def bf16_matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """This machine's bf16 matrix-multiply rate (GFLOP/s) on its current threads: the
+    reference a training step's fraction of peak is measured against."""
+    a = torch.randn(size, size).to(torch.bfloat16)
+    b = torch.randn(size, size).to(torch.bfloat16)
+    ms = median_ms(lambda: torch.mm(a, b), repeats=repeats, warmup=2)
+    return 2 * size**3 / (ms / 1000.0) / 1e9
+
+
+def parse_model_spec(spec: str) -> tuple[str, dict]:
+    """``"unetpp_ds:encoder=timm-tf_efficientnet_lite0"`` -> (name, kwargs); values are
+    read as JSON where they parse (``base_width=16``, ``deep_supervision=false``)."""
+    import json
+
+    name, *pairs = spec.split(":")
+    kwargs = dict(get_model_config(name).default_kwargs)
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            kwargs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            kwargs[key] = value
+    return name, kwargs
+
+
+def bench_train(
+    specs: Sequence[str],
+    size: tuple[int, int] = (256, 256),
+    batch: int = 8,
+    repeats: int = 6,
+    warmup: int = 2,
+    num_classes: int = 19,
+    loss: str = "ce_dice",
+    device: str = "cpu",
+) -> list[dict]:
+    """Time one training step (forward, loss of every head, backward, AdamW) of each model,
+    the way ``train`` runs it (bf16 autocast + channels_last where supported), in
+    interleaved rounds; no data loading.
+
+    Returns:
+        One row per spec: ``model`` (the spec), ``step_s``, ``images_per_s``,
+        ``gflop_per_step`` (forward + backward, counted by ``torch.utils.flop_counter``),
+        ``peak_fraction`` (achieved rate / :func:`bf16_matmul_peak_gflops`), ``peak_gflops``
+        and ``precision``.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from segdemo.losses import SegmentationLoss
+
+    device = runtime.resolve_device(device)
+    precision = runtime.resolve_precision("auto", device)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, *size, generator=generator).to(device)
+    target = torch.randint(0, num_classes, (batch, *size), generator=generator).to(device)
+    if precision == "bf16":
+        images = images.contiguous(memory_format=torch.channels_last)
+    loss_fn = SegmentationLoss(loss, num_classes)
+    steps, flops = [], []
+    for spec in specs:
+        name, kwargs = parse_model_spec(spec)
+        torch.manual_seed(0)
+        model = create_model(name, num_classes, **kwargs).to(device).train()
+        if precision == "bf16":
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(model=model, optimizer=optimizer) -> None:
+            with runtime.autocast(device, precision):
+                heads = model.forward_heads(images)
+            loss_value = loss_fn(heads, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss_value.backward()
+            optimizer.step()
+            _sync(device)
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops.append(counter.get_total_flops())
+        steps.append(step)
+    peak = bf16_matmul_peak_gflops() if precision == "bf16" else None
+    times = interleaved_median_ms(steps, repeats, warmup)
+    rows = []
+    for spec, ms, flop in zip(specs, times, flops, strict=True):
+        rate = flop / (ms / 1000.0) / 1e9
+        rows.append({
+            "model": spec, "step_s": ms / 1000.0, "images_per_s": 1000.0 * batch / ms,
+            "gflop_per_step": flop / 1e9, "peak_fraction": rate / peak if peak else None,
+            "peak_gflops": peak, "precision": precision, "size": list(size), "batch": batch,
+            "device": runtime.describe(device, precision),
+        })  # fmt: skip
+    return rows
+
+
+def format_train_table(rows: list[dict]) -> str:
+    """Markdown table of ``bench_train`` rows."""
+    lines = [
+        "| model | step (s) | images/s | GFLOP per step | fraction of bf16 peak |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        fraction = "-" if row["peak_fraction"] is None else f"{row['peak_fraction']:.2f}"
+        lines.append(
+            f"| {row['model']} | {row['step_s']:.3f} | {row['images_per_s']:.2f} "
+            f"| {row['gflop_per_step']:.1f} | {fraction} |"
+        )
+    if rows:
+        first = rows[0]
+        peak = first["peak_gflops"]
+        lines.append("")
+        lines.append(
+            f"Batch {first['batch']} at {'x'.join(map(str, first['size']))}, {first['device']}"
+            + (f"; bf16 matmul peak {peak:.0f} GFLOP/s." if peak else ".")
+        )
+    return "\n".join(lines)

@@ -93,3 +93,21 @@ def test_format_bench_table_ratios() -> None:
     assert lines[2] == "| unet | - | - | 2.000 | 1.50 | 30.0 | 10.0 | 3.00 | - | 10.0 |"
     assert lines[3] == "| unetpp | fast | 1 | 2.000 | 1.50 | 8.0 | 5.0 | 1.60 | 0.25 | 10.0 |"
     assert lines[4].split("|")[9].strip() == "1.00"
+
+
+def test_bench_train_times_a_training_step_and_counts_its_flops():
+    from segdemo.bench import bench_train, format_train_table, parse_model_spec
+
+    assert parse_model_spec("unetpp:base_width=4:deep_supervision=false") == (
+        "unetpp",
+        {"base_width": 4, "deep_supervision": False},
+    )
+    rows = bench_train(["unet:base_width=4", "unetpp:base_width=4"], size=(32, 32), batch=2,
+                       repeats=1, warmup=0)  # fmt: skip
+    assert [r["model"] for r in rows] == ["unet:base_width=4", "unetpp:base_width=4"]
+    for row in rows:
+        assert row["step_s"] > 0 and row["images_per_s"] == pytest.approx(2 / row["step_s"])
+        assert row["gflop_per_step"] > 0
+    # The nested decoder does more work than the plain one at the same width.
+    assert rows[1]["gflop_per_step"] > rows[0]["gflop_per_step"]
+    assert "fraction of bf16 peak" in format_train_table(rows)

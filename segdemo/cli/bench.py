@@ -6,9 +6,27 @@ import json
 
 from segdemo.cli.types import size
 
+TRAIN_MODELS = (
+    "unet",
+    "unetpp",
+    "unetpp_ds:encoder=timm-tf_efficientnet_lite0",
+    "smp_unetpp:encoder=timm-tf_efficientnet_lite0",
+    "smp_unet:encoder=timm-tf_efficientnet_lite0",
+)
+
 
 def cmd_bench(args) -> int:
-    from segdemo.bench import format_bench_table, run_bench
+    from segdemo.bench import bench_train, format_bench_table, format_train_table, run_bench
+
+    args.size_given = args.size is not None
+    args.size = args.size or (256, 512)
+    if args.train:
+        specs = args.model or list(TRAIN_MODELS)
+        size = args.size if args.size_given else (256, 256)
+        rows = bench_train(specs, size=size, batch=args.batch, repeats=args.repeats,
+                           device=args.device)  # fmt: skip
+        print(json.dumps(rows, indent=2) if args.json else format_train_table(rows))
+        return 0
 
     models = args.models.split(",") if args.models else None
     rows = run_bench(
@@ -21,9 +39,20 @@ def cmd_bench(args) -> int:
 def add_parsers(sub) -> None:
     be = sub.add_parser("bench", help="parameters, GFLOPs and latency of every model and level")
     be.add_argument("--models", help="comma-separated names (default: all)")
-    be.add_argument("--size", type=size, default=(256, 512))
+    be.add_argument("--size", type=size, help="HxW (default 256x512; 256x256 with --train)")
     be.add_argument("--batch", type=int, default=8)
     be.add_argument("--repeats", type=int, default=10)
     be.add_argument("--device", default="cpu")
     be.add_argument("--json", action="store_true")
+    be.add_argument(
+        "--train", action="store_true",
+        help="time training steps instead (forward, loss, backward, AdamW): step time, "
+        "images/s and the fraction of the machine's bf16 matmul peak",
+    )  # fmt: skip
+    be.add_argument(
+        "--model", action="append", metavar="NAME[:KEY=VALUE...]",
+        help="--train: a model to time (repeatable), e.g. "
+        "unetpp_ds:encoder=timm-tf_efficientnet_lite0 (default: the bundled models and "
+        "smp's U-Net and U-Net++ on the same encoder)",
+    )  # fmt: skip
     be.set_defaults(func=cmd_bench)
