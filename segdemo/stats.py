@@ -240,3 +240,66 @@ def describe_difference(name_a: str, name_b: str, diff: float, ci95: Sequence[fl
         f"no clear difference between {name_a} and {name_b}: {name_a} - {name_b} = "
         f"{fmt(points)} points (95% CI {fmt(low)} to {fmt(high)})"
     )
+
+
+def pooled_paired_difference(
+    pairs: Sequence[tuple],
+    *,
+    class_names: Sequence[str] | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+) -> dict:
+    """Model A minus model B over several seeds, on the same images: the mean over seeds of
+    each seed's difference, with a paired-bootstrap interval over the images.
+
+    Args:
+        pairs: one ``(per_image_a, per_image_b)`` per seed, ``(images, C, C)`` each, every
+            stack on the same images in the same order (A and B trained with that seed).
+
+    Every resample draws the same images for every seed and both models, and its value is
+    the mean over seeds of A - B on those images; the interval therefore covers the choice
+    of images, with the seeds averaged (their spread is ``miou_diff_seed_std``).
+
+    Returns:
+        ``miou_diff`` and its ``_ci95`` and ``_sign_flip`` (as ``paired_difference``),
+        ``miou_diff_per_seed``, ``miou_diff_seed_std`` (sample standard deviation; None for
+        one seed), ``per_class_iou_diff`` and its ``_ci95``, ``seeds``, ``images``,
+        ``resamples``, ``seed``.
+    """
+    if not pairs:
+        raise ValueError("no seeds to pool")
+    stacks = [(_stack(a), _stack(b)) for a, b in pairs]
+    shapes = {s.shape for pair in stacks for s in pair}
+    if len(shapes) != 1:
+        raise ValueError(f"every seed and model must be scored on the same images: {shapes}")
+    images, num_classes = stacks[0][0].shape[:2]
+    names = _names(class_names, num_classes)
+    counts = resample_counts(images, resamples, seed)
+    point_miou, point_class, sampled_miou, sampled_class = [], [], [], []
+    for a, b in stacks:
+        pa, pb = scores(a.sum(0, dtype=np.int64)), scores(b.sum(0, dtype=np.int64))
+        sa, sb = scores(resampled_confusion(a, counts)), scores(resampled_confusion(b, counts))
+        point_miou.append(pa["miou"] - pb["miou"])
+        point_class.append(pa["per_class_iou"] - pb["per_class_iou"])
+        sampled_miou.append(sa["miou"] - sb["miou"])
+        sampled_class.append(sa["per_class_iou"] - sb["per_class_iou"])
+    miou_diff = float(np.mean(point_miou))
+    sampled = np.mean(sampled_miou, axis=0)
+    class_diff = np.mean(point_class, axis=0).tolist()
+    class_ci = _interval(np.mean(sampled_class, axis=0))
+    return {
+        "miou_diff": _number(miou_diff),
+        "miou_diff_ci95": _interval(sampled),
+        "miou_diff_sign_flip": float((np.sign(sampled) != np.sign(miou_diff)).mean()),
+        "miou_diff_per_seed": [_number(v) for v in point_miou],
+        "miou_diff_seed_std": _number(np.std(point_miou, ddof=1)) if len(pairs) > 1 else None,
+        "per_class_iou_diff": {n: _number(v) for n, v in zip(names, class_diff, strict=True)},
+        "per_class_iou_diff_ci95": {
+            n: (ci if not math.isnan(v) else None)
+            for n, v, ci in zip(names, class_diff, class_ci, strict=True)
+        },
+        "seeds": len(pairs),
+        "images": int(images),
+        "resamples": resamples,
+        "seed": seed,
+    }

@@ -16,6 +16,11 @@ of ``TrainConfig`` fields), the seeds and the models with their arguments::
     model = "unet"
     kwargs = { base_width = 16 }
 
+    [[claims]]                       # optional: comparisons the report states in words
+    claim = "deep supervision helps"
+    a = "unetpp:accurate:4"          # a model, or model:mode:level for a U-Net++ setting
+    b = "unetpp_nods"
+
 ``run_study`` trains every (model, seed) as an ordinary training run in
 ``<out>/<name>/<seed>/``, one at a time: a finished run is skipped, a stopped or killed
 one resumes from its ``last.safetensors``. Stopping: a ``STOP`` file in ``<out>`` (or in
@@ -58,6 +63,7 @@ class Study:
     train: dict[str, Any]
     description: str = ""
     reference: str = ""  # the model every other one is compared with (default: the first)
+    claims: tuple[dict[str, str], ...] = ()  # {"claim", "a", "b"}: a against b, in words
     path: Path | None = None
 
     @property
@@ -102,7 +108,7 @@ def load_study(path: str | Path) -> Study:
         raise ValueError(f"study file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"{path} is not a readable TOML study file: {exc}") from None
-    allowed = {"name", "description", "seeds", "train", "models", "reference"}
+    allowed = {"name", "description", "seeds", "train", "models", "reference", "claims"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {sorted(allowed)}")
@@ -138,6 +144,14 @@ def load_study(path: str | Path) -> Study:
     reference = raw.get("reference", "")
     if reference and reference not in names:
         raise ValueError(f"{path}: reference {reference!r} is not one of the models {names}")
+    claims = []
+    for claim in raw.get("claims", []):
+        if set(claim) != {"claim", "a", "b"}:
+            raise ValueError(f"{path}: every [[claims]] entry needs claim, a and b, got {claim}")
+        for side in (claim["a"], claim["b"]):
+            if side.split(":")[0] not in names:
+                raise ValueError(f"{path}: claim {claim['claim']!r} names unknown model {side!r}")
+        claims.append(dict(claim))
     study = Study(
         name=raw["name"],
         seeds=tuple(seeds),
@@ -145,6 +159,7 @@ def load_study(path: str | Path) -> Study:
         train=train,
         description=raw.get("description", ""),
         reference=reference,
+        claims=tuple(claims),
         path=path,
     )
     study.config("synthetic", "runs", models[0], seeds[0])  # TrainConfig checks the values

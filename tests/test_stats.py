@@ -145,3 +145,26 @@ def test_bootstrap_of_500_images_and_1000_resamples_takes_well_under_seconds():
 )
 def test_describe_difference_says_it_plainly(diff, ci, sentence):
     assert stats.describe_difference("A", "B", diff, ci) == sentence
+
+
+def test_pooled_difference_of_one_seed_is_the_paired_difference_and_pools_by_mean():
+    from segdemo.stats import paired_difference, pooled_paired_difference
+
+    rng = np.random.default_rng(7)
+    seeds = [(rng.integers(0, 50, (20, 3, 3)), rng.integers(0, 50, (20, 3, 3))) for _ in range(3)]
+    single = pooled_paired_difference(seeds[:1], resamples=200, seed=1)
+    paired = paired_difference(*seeds[0], resamples=200, seed=1)
+    assert single["miou_diff"] == pytest.approx(paired["miou_diff"])
+    assert single["miou_diff_ci95"] == pytest.approx(paired["miou_diff_ci95"])
+    assert single["miou_diff_seed_std"] is None
+    pooled = pooled_paired_difference(seeds, resamples=200, seed=1)
+    per_seed = [paired_difference(a, b, resamples=10)["miou_diff"] for a, b in seeds]
+    assert pooled["miou_diff_per_seed"] == pytest.approx(per_seed)
+    assert pooled["miou_diff"] == pytest.approx(np.mean(per_seed))
+    assert pooled["miou_diff_seed_std"] == pytest.approx(np.std(per_seed, ddof=1))
+    low, high = pooled["miou_diff_ci95"]
+    assert low <= pooled["miou_diff"] <= high
+    itself = pooled_paired_difference([(a, a) for a, _ in seeds], resamples=50)
+    assert itself["miou_diff"] == 0 and itself["miou_diff_ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="same images"):
+        pooled_paired_difference([seeds[0], (seeds[1][0][:5], seeds[1][1][:5])])

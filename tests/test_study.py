@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from segdemo.models import create_model
@@ -82,6 +84,37 @@ def test_a_study_resumes_after_a_kill_without_redoing_finished_runs(tmp_path):
     assert len(_starts(first)) == 1  # not redone
     resumed = _starts(second)
     assert len(resumed) == 2 and resumed[1]["resumed"] and resumed[1]["step"] > 0
+
+    # The report: its numbers are those of `eval` on the same checkpoints.
+    report = tmp_path / "docs"
+    command = [sys.executable, "-m", "segdemo", "study", str(study_file), "--out", str(out),
+               "--report", str(report), "--max-items", "6"]  # fmt: skip
+    subprocess.run(command, cwd=tmp_path, env=env, check=True, timeout=600)
+    result = json.loads((report / "tiny" / "study.json").read_text())
+    assert (report / "tiny.md").is_file() and (report / "tiny" / "miou.png").is_file()
+    assert {(r["model"], r["seed"]) for r in result["runs"]} == {
+        (m.name, s) for m, s in study.runs()
+    }
+    entries = {e["key"]: e for e in result["entries"]}
+    assert set(entries) == {"unet", "unetpp:accurate:4", "unetpp:fast:4"}
+    for key, mode in (("unet", None), ("unetpp:accurate:4", "accurate"), ("unetpp:fast:4", "fast")):
+        model = key.split(":")[0]
+        evals = []
+        for seed in study.seeds:
+            command = [sys.executable, "-m", "segdemo", "eval", "--ckpt",
+                       str(out / model / str(seed) / "last.safetensors"), "--data", "synthetic",
+                       "--max-items", "6", "--json", "--resamples", "0"]  # fmt: skip
+            done = subprocess.run(command, cwd=tmp_path, env=env, check=True, timeout=300,
+                                  capture_output=True, text=True)  # fmt: skip
+            scored = json.loads(done.stdout)  # every U-Net++ setting from one pass, as the report
+            evals.append(scored["per_level"][mode]["4"] if mode else scored)
+        per_seed = entries[key]["seeds"]
+        for seed, evaluation in zip(study.seeds, evals, strict=True):
+            assert per_seed[str(seed)]["miou"] == pytest.approx(evaluation["miou"])
+        assert entries[key]["miou"] == pytest.approx(np.mean([e["miou"] for e in evals]))
+    (difference,) = [d for d in result["differences"] if d["a"] == "unetpp (fast L4)"]
+    low, high = difference["miou_diff_ci95"]
+    assert low <= difference["miou_diff"] <= high and len(difference["miou_diff_per_seed"]) == 2
 
 
 def test_study_files_are_checked_and_build_one_config_per_run(tmp_path):
