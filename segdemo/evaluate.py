@@ -35,6 +35,7 @@ from segdemo.models.registry import (
     inference_settings,
     pruning_levels,
 )
+from segdemo.tta import NO_TTA, TTA, average_probabilities, probabilities
 
 
 def _list_collate(items):
@@ -239,11 +240,10 @@ def _compact(metrics: dict) -> dict:
 
 
 def _predictions(model, images: torch.Tensor, per_level: bool, setting: Setting) -> dict:
-    """Class scores keyed by setting: every ``(mode, level)`` from one pass over the heads
-    when ``per_level``, else the one ``setting``."""
+    """Class probabilities keyed by setting: every ``(mode, level)`` from one pass over the
+    heads when ``per_level``, else the one ``setting``."""
     if per_level:
-        heads = model.forward_heads(images)
-        probs = [h.float().softmax(1) for h in heads]
+        probs = [probabilities(h) for h in model.forward_heads(images)]
         out = {}
         running = torch.zeros_like(probs[0])
         for k, p in enumerate(probs, start=1):
@@ -251,18 +251,27 @@ def _predictions(model, images: torch.Tensor, per_level: bool, setting: Setting)
             out[("fast", k)] = p
             out[("accurate", k)] = running / k
         return out
-    return {setting: model(images, **forward_kwargs(*setting)).float()}
+    return {setting: probabilities(model(images, **forward_kwargs(*setting)))}
 
 
 def _native_labels(
-    model, images: torch.Tensor, per_level: bool, setting: Setting, native_size, device, precision
-) -> dict[Setting, torch.Tensor]:
-    """Predicted classes at the labels' resolution: the class scores are scaled back
-    (bilinear) before the argmax. Shape: ``(N, 3, h, w)`` -> ``(N, H, W)`` int64 on CPU."""
+    model, images: torch.Tensor, per_level: bool, setting: Setting, native_size, device,
+    precision, tta: TTA = NO_TTA,
+) -> dict[Setting, torch.Tensor]:  # fmt: skip
+    """Predicted classes at the labels' resolution: the class probabilities (averaged over
+    the test-time views of ``tta``) are scaled back (bilinear) before the argmax.
+
+    Shape: ``(N, 3, h, w)`` -> ``(N, H, W)`` int64 on CPU."""
     if precision == "bf16":
         images = images.contiguous(memory_format=torch.channels_last)
-    with runtime.autocast(device, precision):
-        scores = _predictions(model, images, per_level, setting)
+
+    def predict(x: torch.Tensor) -> dict:
+        if precision == "bf16":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with runtime.autocast(device, precision):
+            return _predictions(model, x, per_level, setting)
+
+    scores = average_probabilities(predict, images, tta) if tta.enabled else predict(images)
     out = {}
     for key, score in scores.items():
         if tuple(score.shape[-2:]) != tuple(native_size):
@@ -279,6 +288,7 @@ def evaluation_mask(
     setting: Setting = (None, None),
     device: str | torch.device = "auto",
     precision: str = "auto",
+    tta: TTA = NO_TTA,
 ) -> np.ndarray:
     """The mask evaluation scores for one photo (the same preparation, resizing and
     argmax as :func:`evaluate_per_image`), so an error map drawn from it shows exactly the
@@ -289,7 +299,9 @@ def evaluation_mask(
     device = runtime.resolve_device(device)
     precision = runtime.resolve_precision(precision, device)
     x = preprocess(image_rgb_uint8, input_size, model.normalization).to(device)
-    labels = _native_labels(model, x, False, setting, image_rgb_uint8.shape[:2], device, precision)
+    labels = _native_labels(
+        model, x, False, setting, image_rgb_uint8.shape[:2], device, precision, tta
+    )
     return labels[setting][0].numpy()
 
 
@@ -318,6 +330,7 @@ def evaluate_per_image(
     max_items: int | None = None,
     distributed: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    tta: TTA = NO_TTA,
 ) -> Evaluation:
     """Score ``model`` on ``dataset`` (a dataset from ``open_dataset``, any ``size``: items
     are read at native size with ``read_raw``), keeping one confusion matrix per image.
@@ -333,6 +346,8 @@ def evaluate_per_image(
         distributed: shard the images across ``torch.distributed`` ranks; every rank gets
             every image's matrices back (ranks with no images included).
         progress: called with ``(done, total)`` images of this rank after every batch.
+        tta: test-time augmentation (``segdemo.tta``): the probabilities of every setting
+            are averaged over its views before the argmax.
 
     Returns:
         An :class:`Evaluation`.
@@ -374,7 +389,7 @@ def evaluate_per_image(
             images = torch.stack([it["image"] for it in group]).to(device)
             target = torch.stack([it["mask"] for it in group])
             predictions = _native_labels(
-                model, images, per_level, setting, native_size, device, precision
+                model, images, per_level, setting, native_size, device, precision, tta
             )
             for key, labels in predictions.items():
                 matrices = confusion_per_image(labels, target, len(names), label_set.ignore_index)
@@ -409,6 +424,7 @@ def evaluate_per_image(
         confusion=confusion,
         default=("accurate", levels) if per_level else setting,
         eval_time_s=time.perf_counter() - start,
+        info={"tta": tta.describe()} if tta.enabled else {},
     )
 
 
@@ -461,6 +477,7 @@ def evaluate_checkpoint_per_image(
     kwargs.setdefault("input_size", ckpt.input_size)
     evaluation = evaluate_per_image(ckpt.model, dataset, **kwargs)
     evaluation.info = {
+        **evaluation.info,
         "checkpoint": str(ckpt_path),
         "model": ckpt.metadata["model"],
         "dataset": {"root": str(data), "split": split, "format": getattr(dataset, "format", fmt)},

@@ -7,6 +7,7 @@ import json
 import re
 
 from segdemo.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
+from segdemo.tta import TTA
 
 _SETTING = re.compile(r"^(fast|accurate)(?::L?(\d+))?$")
 
@@ -72,6 +73,7 @@ def cmd_eval(args) -> int:
         resamples=args.resamples,
         seed=args.seed,
         per_image=args.per_image,
+        tta=TTA.parse(args.tta),
     )
     if args.json:
         result = {k: v for k, v in result.items() if k != "confusion_matrix" or args.confusion}
@@ -111,6 +113,7 @@ def cmd_compare(args) -> int:
         device=args.device,
         precision=args.precision,
         progress=_progress_bar(args.json, "eval"),
+        tta=TTA.parse(args.tta),
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -176,6 +179,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _add_tta(parser) -> None:
+    parser.add_argument(
+        "--tta", metavar="SPEC",
+        help="test-time augmentation: 'flip' and scale factors, e.g. 'flip,0.75,1.25', or "
+        "'default' (that one); probabilities are averaged over the views",
+    )  # fmt: skip
+
+
 def _add_bootstrap(parser) -> None:
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
                         help="bootstrap resamples of the images for the 95%% intervals "
@@ -199,6 +210,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--per-image", action="store_true",
                     help="one row per image: path, mIoU and pixel accuracy")  # fmt: skip
     ev.add_argument("--json", action="store_true")
+    _add_tta(ev)
     ev.add_argument("--confusion", action="store_true", help="include the confusion matrix in JSON")
     ev.set_defaults(func=cmd_eval)
 
@@ -223,6 +235,7 @@ def add_parsers(sub) -> None:
     _add_bootstrap(cp)
     cp.add_argument("--per-image", action="store_true", help="each model's mIoU per image")
     cp.add_argument("--json", action="store_true")
+    _add_tta(cp)
     cp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="evaluate checkpoints and write the results tables/figures")
