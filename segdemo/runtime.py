@@ -21,11 +21,18 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
+# torch has no public "does this CPU run bf16 natively" (AVX512-BF16 or AMX); oneDNN's own
+# probe is the one adapter to a private name, checked against this torch release by
+# tests/test_smp_adapter.py. Without it segdemo falls back to fp32, which is always correct.
+CHECKED_TORCH_VERSION = "2.14.1"
+
+
 @functools.cache
 def _cpu_has_native_bf16() -> bool:
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
         return False
 
 

@@ -39,6 +39,7 @@ from segdemo.models.pretrained import (
     load_lite_weights,
 )
 from segdemo.models.registry import IMAGENET_NORMALIZATION
+from segdemo.models.smp_adapter import imagenet_weights_location
 
 VALID_WEIGHTS = (None, "imagenet")
 HUB_PROBE_TIMEOUT_S = 2.0
@@ -57,14 +58,6 @@ _NORMALIZATION_BY_PREFIX = {
         "std": (1 / (0.0167 * 255),) * 3,
     },
 }
-# smp converts these ``timm-`` names to timm-universal (``tu-``) encoders.
-_TIMM_UNIVERSAL_PREFIXES = (
-    "timm-regnet",
-    "timm-res2",
-    "timm-resnest",
-    "timm-mobilenetv3",
-    "timm-gernet",
-)
 
 
 class PretrainedWeightsUnavailableWarning(UserWarning):
@@ -150,7 +143,7 @@ def encoder_normalization(name: str, weights: str | None) -> dict[str, tuple[flo
             cfg = None
         if cfg is not None and cfg.mean is not None and cfg.std is not None:
             return _as_normalization(cfg.mean, cfg.std)
-    elif name in smp.encoders.encoders:
+    elif name in smp.encoders.get_encoder_names():
         config = _cached_smp_file(name, "config.json")
         if config is not None:
             settings = json.loads(Path(config).read_text())
@@ -252,15 +245,16 @@ def _smp_encoder(name: str, depth: int, in_channels: int, pretrained: bool, **kw
 
 
 def _cached_smp_file(name: str, filename: str) -> str | None:
-    settings = smp.encoders.encoders.get(name, {}).get("pretrained_settings", {}).get("imagenet")
-    if settings is None:
+    location = imagenet_weights_location(name)
+    if location is None:
         return None
-    path = try_to_load_from_cache(settings["repo_id"], filename, revision=settings["revision"])
+    path = try_to_load_from_cache(location["repo_id"], filename, revision=location["revision"])
     return path if isinstance(path, str) else None
 
 
 def _is_timm_universal(name: str) -> bool:
-    return name.startswith("tu-") or name.startswith(_TIMM_UNIVERSAL_PREFIXES)
+    """``tu-`` names, and the ``timm-`` names smp builds as ``tu-`` encoders."""
+    return name.startswith("tu-") or smp.encoders.is_equivalent_to_timm_universal(name)
 
 
 def _timm_model_name(name: str) -> str:
@@ -289,7 +283,7 @@ def _check_name(name: str) -> None:
                 f"unknown timm encoder {name!r}: timm has no model {_timm_model_name(name)!r}"
             )
         return
-    if name not in smp.encoders.encoders:
+    if name not in smp.encoders.get_encoder_names():
         raise ValueError(
             f"unknown encoder {name!r}; valid encoders: {', '.join(smp.encoders.get_encoder_names())}"
             " or 'tu-<timm model name>'"

@@ -26,7 +26,6 @@ Two models share the ``NestedDecoder``:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 
@@ -41,6 +40,7 @@ from segdemo.models.registry import (
     ModelConfig,
     register_model,
 )
+from segdemo.models.smp_adapter import encoder_features
 from segdemo.models.unet import (
     ConvBlock,
     ConvEncoder,
@@ -338,13 +338,8 @@ class UNetPlusPlusDS(NestedUNetBase):
         self._encoder_params_by_level = self._measure_encoder_parameters()
 
     def _run_encoder(self, x: Tensor, depth: int) -> list[Tensor]:
-        if depth >= self.encoder_depth:
-            return self.encoder(x)
-        # A shallow copy shares every sub-module and parameter with self.encoder but has
-        # its own ``_depth``, so a shared (cached) model is never mutated by a forward.
-        shallow = copy.copy(self.encoder)
-        shallow._depth = depth
-        return shallow(x)
+        # Only as deep as the level needs; see smp_adapter (smp has no public way).
+        return encoder_features(self.encoder, x, depth)
 
     def encode(self, x: Tensor, level: int) -> list[Tensor]:
         features = self._run_encoder(x, level + 1)
