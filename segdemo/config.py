@@ -20,8 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from segdemo import runtime
 from segdemo.losses import LOSSES
 
 SCHEDULES = ("poly", "cosine")
@@ -170,7 +169,7 @@ class TrainConfig:
                 f"{self.model} does not take {', '.join(flags)}; its arguments are "
                 f"{', '.join(accepted)}"
             )
-        check_device(self.device)
+        runtime.check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -205,22 +204,6 @@ def flag_of(name: str) -> str:
 
 def resumable_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("resumable"))
-
-
-def check_device(device: str) -> None:
-    """Refuse a device name torch does not know, or CUDA on a machine without it."""
-    if device == "auto":
-        return
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N"
-        ) from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: this machine has no CUDA GPU (use cpu or auto)")
-    if parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {device}: segdemo trains on cpu or cuda")
 
 
 def _canonical(value: Any) -> str:

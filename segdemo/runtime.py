@@ -14,10 +14,35 @@ from collections.abc import Iterator
 import torch
 
 
+def check_device(device: str | torch.device) -> None:
+    """Refuse a device name torch does not know, or CUDA on a machine without it.
+
+    Raises:
+        ValueError: one sentence naming the device and what to use instead.
+    """
+    if str(device) == "auto":
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"--device {str(device)!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA GPU (use cpu or auto)")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: segdemo runs on cpu or cuda")
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """Return the device to run on: ``"auto"`` picks CUDA when present, else the CPU."""
+    """Return the device to run on: ``"auto"`` picks CUDA when present, else the CPU.
+
+    Raises:
+        ValueError: see :func:`check_device`.
+    """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     return torch.device(device)
 
 

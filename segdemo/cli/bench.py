@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from segdemo.cli.types import size
+from segdemo.config import parse_size
 
 TRAIN_MODELS = (
     "unet",
@@ -39,7 +39,7 @@ def cmd_bench(args) -> int:
 def add_parsers(sub) -> None:
     be = sub.add_parser("bench", help="parameters, GFLOPs and latency of every model and level")
     be.add_argument("--models", help="comma-separated names (default: all)")
-    be.add_argument("--size", type=size, help="HxW (default 256x512; 256x256 with --train)")
+    be.add_argument("--size", type=parse_size, help="HxW (default 256x512; 256x256 with --train)")
     be.add_argument("--batch", type=int, default=8)
     be.add_argument("--repeats", type=int, default=10)
     be.add_argument("--device", default="cpu")
