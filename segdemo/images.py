@@ -16,6 +16,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+# The mean and std (RGB, in 0..1) of ImageNet photos: how scratch models and most
+# pretrained encoders expect a photo normalised.
+IMAGENET_NORMALIZATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 # Pillow's default limit (about 89 Mpx) warns, twice that raises; segdemo refuses both.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -107,3 +110,13 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return image
     interpolation = resize_interpolation(image.shape[:2], (height, width))
     return cv2.resize(image, (width, height), interpolation=interpolation)
+
+
+def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a label mask ``(H, W)`` to ``size = (height, width)`` by nearest neighbour,
+    sampling at pixel centres (``INTER_NEAREST_EXACT``, as the training transforms do), so
+    labels are never blended into classes that were not there."""
+    height, width = (int(s) for s in size)
+    if mask.shape[:2] == (height, width):
+        return mask
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)

@@ -16,12 +16,13 @@ import functools
 import hashlib
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from segdemo.files import atomic_writer
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,6 @@ CITYSCAPES_LABELS: tuple[CityscapesLabel, ...] = (
 
 #: Official label ids 0..33 (license plate, id -1, never occurs in label-id images).
 NUM_LABEL_IDS = 34
-LABEL_ID_BY_NAME = {label.name: label.id for label in CITYSCAPES_LABELS}
 
 
 def _cityscapes19_train_ids() -> tuple[int, ...]:
@@ -270,16 +270,9 @@ def cache_dir() -> Path:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` via a temporary file and ``os.replace`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``array`` to ``path`` as ``.npy``, never half-written (``files.atomic_writer``)."""
+    with atomic_writer(path) as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def _build_lut(colors: np.ndarray) -> np.ndarray:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from segdemo.config import TrainConfig, to_arguments
+from segdemo.files import atomic_write_bytes
 from segdemo.train import read_progress
 
 RUN_FILE = "run.json"
@@ -131,9 +132,7 @@ def _pid_alive(pid: int | None) -> bool:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, json.dumps(data, indent=2).encode("utf-8"))
 
 
 def _read_json(path: Path) -> dict:

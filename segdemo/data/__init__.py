@@ -26,13 +26,10 @@ from segdemo.data.formats import (
     detect_format,
 )
 from segdemo.data.inspection import class_frequencies, format_inspection, inspect_dataset
-from segdemo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
 from segdemo.labels import LabelSet, get_label_set
 
 __all__ = [
     "FORMATS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "CityscapesDataset",
     "FolderDataset",
     "KittiDataset",
@@ -41,7 +38,6 @@ __all__ = [
     "SyntheticDataset",
     "class_frequencies",
     "collate_fn",
-    "denormalize",
     "detect_format",
     "format_inspection",
     "inspect_dataset",

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from segdemo.files import atomic_writer
 from segdemo.labels import cache_dir
 
 log = logging.getLogger(__name__)
@@ -53,15 +52,8 @@ def _write_entry(path: Path, mask: np.ndarray, n_far: int) -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("n_far", str(int(n_far)))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                Image.fromarray(mask).save(f, format="PNG", pnginfo=info, compress_level=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(path) as f:
+            Image.fromarray(mask).save(f, format="PNG", pnginfo=info, compress_level=1)
     except OSError as exc:  # a read-only or full disk must not stop training
         log.warning("could not write mask cache entry %s: %s", path, exc)
 

@@ -21,6 +21,7 @@ from PIL import Image
 from segdemo.data import synthetic
 from segdemo.data.cache import cached_mask
 from segdemo.data.transforms import build_transform, resolve_normalization, to_tensors
+from segdemo.images import resize_mask
 from segdemo.labels import LabelSet
 
 log = logging.getLogger(__name__)
@@ -238,7 +239,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
             self._far_items += 1
 
     def _fit_mask(self, mask: np.ndarray, image: np.ndarray, mask_path: Path, image_path: Path):
-        """Resize a mask that differs in size from its image (nearest), noting it once."""
+        """Resize a mask that differs in size from its image (``images.resize_mask``,
+        nearest neighbour), noting it once."""
         if mask.shape[:2] == image.shape[:2]:
             return mask
         mh, mw = mask.shape[:2]
@@ -249,7 +251,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             f"{mw}x{mh} but {self._rel(image_path)} is {iw}x{ih}); they are resized to the "
             "image with nearest neighbour",
         )
-        return np.asarray(Image.fromarray(mask).resize((iw, ih), Image.Resampling.NEAREST))
+        return resize_mask(mask, (ih, iw))
 
     def _rel(self, path: Path) -> str:
         try:

@@ -9,14 +9,13 @@ import cv2
 import numpy as np
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from segdemo.images import IMAGENET_NORMALIZATION
 
 
 def resolve_normalization(normalization: dict | None) -> dict[str, tuple[float, float, float]]:
     """``None`` -> ImageNet statistics; otherwise check ``dict(mean=(3,), std=(3,))``."""
     if normalization is None:
-        return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+        return dict(IMAGENET_NORMALIZATION)
     try:
         mean = tuple(float(v) for v in normalization["mean"])
         std = tuple(float(v) for v in normalization["std"])
@@ -130,12 +129,3 @@ def to_tensors(
     image_t = torch.from_numpy(np.ascontiguousarray(chw.transpose(2, 0, 1)))
     mask_t = torch.from_numpy(mask.astype(np.int64))  # a copy: cached masks are read-only
     return image_t, mask_t
-
-
-def denormalize(image: torch.Tensor, normalization: dict | None = None) -> np.ndarray:
-    """Undo :func:`to_tensors` for display: ``(3, H, W)`` float -> ``(H, W, 3)`` uint8."""
-    norm = resolve_normalization(normalization)
-    mean = np.asarray(norm["mean"], dtype=np.float32)[:, None, None]
-    std = np.asarray(norm["std"], dtype=np.float32)[:, None, None]
-    rgb = (image.detach().float().cpu().numpy() * std + mean) * 255.0
-    return np.clip(rgb.round(), 0, 255).astype(np.uint8).transpose(1, 2, 0)

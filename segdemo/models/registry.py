@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-IMAGENET_NORMALIZATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+from segdemo.images import IMAGENET_NORMALIZATION  # noqa: F401 (re-exported)
+
 # U-Net++ inference modes: the deepest head alone, or the mean of heads 1..level.
 INFERENCE_MODES = ("fast", "accurate")
 
