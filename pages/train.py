@@ -13,10 +13,10 @@ import pandas as pd
 import streamlit as st
 
 from segdemo import charts, runs
+from segdemo.config import MODEL_FLAGS, TrainConfig
 from segdemo.labels import list_label_sets
-from segdemo.models import list_models
-from segdemo.train import TrainConfig
-from segdemo_app import common
+from segdemo.models import get_model_config, list_models
+from segdemo_app import common, train_form
 from segdemo_app.dataset_picker import dataset_picker
 
 common.init_state()
@@ -37,8 +37,10 @@ DEFAULTS = {
     "lr": 3e-3,
 }
 SIZES = ["32x64", "64x128", "96x192", "128x256", "256x256", "256x512"]
-SCRATCH_MODELS = ("unet", "unetpp")
-ENCODERS = ["resnet18", "resnet34", "mobilenet_v2", "efficientnet-b0", "timm-tf_efficientnet_lite0"]
+ENCODERS = [
+    "resnet18", "resnet34", "mobilenet_v2", "efficientnet-b0", "timm-tf_efficientnet_lite0",
+    "timm-tf_efficientnet_lite1", "timm-tf_efficientnet_lite2",
+]  # fmt: skip
 STATUS_ICONS = {
     "starting": ":material/hourglass_top:",
     "running": ":material/directions_run:",
@@ -65,17 +67,22 @@ active = [run for run in all_runs if run.active]
 with st.expander("New run", expanded=not active):
     choice = dataset_picker("train", with_split=False)
     left, right = st.columns(2)
-    label_set = left.selectbox("Label set", list_label_sets(), key="train_label_set",
-                               index=list_label_sets().index("cityscapes19"))  # fmt: skip
+    label_set = left.selectbox(
+        train_form.label("label_set"), list_label_sets(), key="train_label_set",
+        index=list_label_sets().index(TrainConfig.label_set),
+        help=train_form.FIELDS["label_set"].metadata["help"],
+    )  # fmt: skip
     models = list_models()
     model = right.selectbox(
-        "Model", models, index=models.index(DEFAULTS["model"]), key="train_model"
-    )
+        "Model", models, index=models.index(DEFAULTS["model"]), key="train_model",
+        format_func=lambda name: f"{name}: {get_model_config(name).description}",
+    )  # fmt: skip
+    model_config = get_model_config(model)
     model_kwargs: dict = {}
-    if model in SCRATCH_MODELS:
-        model_kwargs["base_width"] = int(
+    if model_config.width_argument:
+        model_kwargs[model_config.width_argument] = int(
             left.number_input("Base width", 2, 64, DEFAULTS["base_width"], key="train_base_width",
-                              help="Channels at the first level; doubled at each level below.")
+                              help=MODEL_FLAGS["base_width"][1])
         )  # fmt: skip
     else:
         model_kwargs["encoder"] = left.selectbox("Encoder", ENCODERS, key="train_encoder")
@@ -83,16 +90,21 @@ with st.expander("New run", expanded=not active):
             "Encoder weights",
             ["none", "imagenet"],
             key="train_encoder_weights",
-            help="ImageNet weights are used when cached on this machine (or downloadable); "
-            "otherwise the encoder starts from random weights, with a warning in the log.",
+            help="ImageNet weights are used when installed or cached on this machine (or "
+            "downloadable); otherwise the encoder starts from random weights, with a warning in "
+            "the log.",
         )
         model_kwargs["encoder_weights"] = None if weights == "none" else weights
-    size = left.selectbox("Size (HxW)", SIZES, index=SIZES.index(DEFAULTS["size"]),
-                          key="train_size")  # fmt: skip
-    epochs = right.number_input("Epochs", 1, 500, DEFAULTS["epochs"], key="train_epochs")
-    batch = left.number_input("Batch size", 1, 256, DEFAULTS["batch"], key="train_batch")
-    lr = right.number_input("Learning rate", 1e-5, 1.0, DEFAULTS["lr"], step=5e-4,
-                            format="%.4f", key="train_lr")  # fmt: skip
+    size = left.selectbox(train_form.label("size"), SIZES, index=SIZES.index(DEFAULTS["size"]),
+                          key="train_size", help=train_form.FIELDS["size"].metadata["help"])  # fmt: skip
+    values = {
+        "epochs": train_form.setting_input("epochs", right, value=DEFAULTS["epochs"], min_value=1),
+        "batch_size": train_form.setting_input(
+            "batch_size", left, value=DEFAULTS["batch"], min_value=1
+        ),  # fmt: skip
+        "lr": train_form.setting_input("lr", right, value=DEFAULTS["lr"]),
+    }
+    synthetic = choice is not None and choice.is_synthetic
     with st.popover("More settings"):
         length = st.number_input(
             "Synthetic images per split",
@@ -100,21 +112,22 @@ with st.expander("New run", expanded=not active):
             100_000,
             DEFAULTS["synthetic_length"],
             key="train_synthetic_length",
-            disabled=choice is None or not choice.is_synthetic,
+            disabled=not synthetic,
         )
-        val_items = st.number_input(
-            "Validation images per epoch (0 = all)", 0, 100_000, DEFAULTS["val_max_items"],
-            key="train_val_max_items",
-        )  # fmt: skip
-        max_steps = st.number_input("Stop after steps (0 = no limit)", 0, 10_000_000, 0,
-                                    key="train_max_steps")  # fmt: skip
-        synthetic = choice is not None and choice.is_synthetic
         augment = st.checkbox(
-            "Augment (flips, random resized crops, colour jitter)",
+            "Augment (flips, random crops, colour changes)",
             value=not synthetic,
             # One key per source, so each keeps its own default.
             key="train_augment_synthetic" if synthetic else "train_augment_folder",
         )
+        shown = {"label_set", "model", "size", "augment", *values}
+        form_errors = []
+        for name in train_form.remaining(shown):
+            start = DEFAULTS["val_max_items"] if name == "val_max_items" else None
+            try:
+                values[name] = train_form.setting_input(name, st, value=start)
+            except ValueError as e:
+                form_errors.append(str(e))
     start_anyway = False
     if active:
         names = ", ".join(run.run_id for run in active)
@@ -128,6 +141,8 @@ with st.expander("New run", expanded=not active):
     ):
         h, w = (int(v) for v in size.split("x"))
         try:
+            if form_errors:
+                raise ValueError(form_errors[0])
             config = TrainConfig(
                 data=choice.data,
                 data_format=choice.fmt,
@@ -136,12 +151,8 @@ with st.expander("New run", expanded=not active):
                 model=model,
                 model_kwargs=model_kwargs,
                 size=(h, w),
-                batch_size=int(batch),
-                epochs=int(epochs),
-                max_steps=int(max_steps) or None,
-                lr=float(lr),
-                val_max_items=int(val_items) or None,
                 augment=augment,
+                **values,
             )
             started = runs.start_run(config, runs_dir, allow_parallel=start_anyway)
         except runs.RunAlreadyActive as e:
@@ -170,16 +181,14 @@ def runs_table(listed: list[runs.RunInfo]) -> None:
                 "status": run.status,
                 "model": run.model,
                 "epoch": f"{s['epoch']}/{s['epochs'] or '?'}",
-                "best mIoU": run.best_miou,
+                "best mIoU": (
+                    f"{run.best_miou:.3f}" if run.best_miou is not None else "not validated yet"
+                ),
                 "started": time.strftime("%m-%d %H:%M", time.localtime(run.created or 0)),
                 "best checkpoint": run.best_checkpoint.name if run.best_checkpoint else "",
             }
         )
-    st.dataframe(
-        pd.DataFrame(rows),
-        hide_index=True,
-        column_config={"best mIoU": st.column_config.NumberColumn(format="%.3f")},
-    )
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 
 def follow_run(run_dir: Path, was_active: bool) -> None:
@@ -210,6 +219,11 @@ def follow_run(run_dir: Path, was_active: bool) -> None:
         st.plotly_chart(
             charts.training_curves(s["loss_curve"], s["val_curve"]),
             key=f"train_curves_{run.run_id}",
+        )
+    if not s["val_curve"]["epoch"] and s["step"]:
+        st.caption(
+            "No validation yet: the first one comes at the end of epoch 1, and until then the "
+            "run has no checkpoint to segment with."
         )
     if s["per_level_miou"]:
         st.caption("Validation mIoU per U-Net++ pruning level (last epoch)")

@@ -309,22 +309,25 @@ def training_curves(
     val_curve: Mapping[str, Sequence],
     title: str | None = None,
 ) -> go.Figure:
-    """Two panels: training loss per step (left) and validation mIoU per epoch (right).
+    """Training loss per step and, once a validation has run, validation mIoU per epoch.
 
     Args:
         loss_curve: ``{"step": [...], "loss": [...]}``.
         val_curve: ``{"epoch": [...], "val_miou": [...]}`` (``train_loss`` optional, drawn
-            per epoch on the left panel at the epoch's last step when ``step`` is given).
+            per epoch on the loss panel at the epoch's last step when ``step`` is given).
 
     Returns:
-        A figure with traces ``loss`` (x1/y1), optional ``epoch mean loss`` (x1/y1) and
-        ``val mIoU`` (x2/y2).
+        A figure with traces ``loss per step`` (x1/y1), optional ``epoch mean loss``
+        (x1/y1) and, when there are validations, ``val mIoU`` (x2/y2); a legend names them.
     """
-    fig = make_subplots(
-        rows=1, cols=2, subplot_titles=("training loss", "validation mIoU"), horizontal_spacing=0.12
-    )
+    validated = bool(val_curve.get("epoch"))
+    if validated:
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss", "validation mIoU"),
+                            horizontal_spacing=0.12)  # fmt: skip
+    else:
+        fig = make_subplots(rows=1, cols=1, subplot_titles=("training loss",))
     fig.add_scatter(
-        name="loss",
+        name="loss per step",
         x=list(loss_curve.get("step", [])),
         y=list(loss_curve.get("loss", [])),
         mode="lines",
@@ -342,20 +345,24 @@ def training_curves(
             row=1,
             col=1,
         )
-    fig.add_scatter(
-        name="val mIoU",
-        x=list(val_curve.get("epoch", [])),
-        y=list(val_curve.get("val_miou", [])),
-        mode="lines+markers",
-        line={"color": MODEL_COLORS[2]},
-        row=1,
-        col=2,
-    )
     fig.update_xaxes(title_text="step", row=1, col=1)
-    fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=2)
     fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text="mIoU", rangemode="tozero", row=1, col=2)
-    fig.update_layout(title=title, showlegend=False, height=340, margin={"t": 60, "b": 10})
+    if validated:
+        fig.add_scatter(
+            name="val mIoU",
+            x=list(val_curve["epoch"]),
+            y=list(val_curve.get("val_miou", [])),
+            mode="lines+markers",
+            line={"color": MODEL_COLORS[2]},
+            row=1,
+            col=2,
+        )
+        fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=2)
+        fig.update_yaxes(title_text="mIoU", rangemode="tozero", row=1, col=2)
+    fig.update_layout(
+        title=title, showlegend=True, height=360, margin={"t": 60, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": -0.35, "x": 0},
+    )  # fmt: skip
     return fig
 
 

@@ -105,3 +105,30 @@ def test_pages_render_through_the_router(no_checkpoints):
         at.switch_page(page).run()
         assert not at.exception, page
     assert at.metric  # the Data page drew its counts
+
+
+def test_the_form_has_a_widget_for_every_training_setting(no_checkpoints, fill_tiny_train_form):
+    import dataclasses
+
+    from segdemo import runs as runs_module
+    from segdemo.config import TrainConfig
+    from segdemo_app import common, train_form
+
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.run()
+    keys = {w.key for w in at.get("selectbox") + at.get("number_input") + at.get("text_input")}
+    keys |= {w.key for w in at.checkbox}
+    for f in dataclasses.fields(TrainConfig):
+        if f.metadata.get("cli") and f.name not in train_form.SET_BY_THE_PAGE:
+            if f.name == "augment":
+                assert "train_augment_synthetic" in keys
+            else:
+                assert train_form.form_key(f.name) in keys, f.name
+    # A new setting's values reach the run's command line.
+    fill_tiny_train_form(at)
+    at.selectbox(key="train_photometric").set_value("strong")
+    at.text_input(key="train_scale_range").set_value("0.5,2")
+    at.text_input(key="train_scale_range").set_value("2,1")
+    at.button(key="train_start").click().run()
+    assert "--scale-range must be MIN,MAX" in at.error[0].value  # refused, nothing started
+    assert not runs_module.list_runs(common.RUNS_DIR)

@@ -55,17 +55,21 @@ def test_pruning_tradeoff_traces_per_mode_labelled_by_level():
     assert "latency" in fig.layout.xaxis.title.text and fig.layout.yaxis.title.text == "mIoU"
 
 
-def test_training_curves_two_panels():
+def test_training_curves_name_every_trace_and_add_the_miou_panel_once_validated():
     fig = charts.training_curves(
         {"step": [10, 20], "loss": [2.0, 1.5]},
         {"epoch": [1], "step": [20], "val_miou": [0.3], "train_loss": [1.7]},
     )
     by_name = {t.name: t for t in fig.data}
-    assert list(by_name["loss"].x) == [10, 20] and list(by_name["loss"].y) == [2.0, 1.5]
+    assert list(by_name["loss per step"].x) == [10, 20]
+    assert list(by_name["loss per step"].y) == [2.0, 1.5]
     assert by_name["val mIoU"].xaxis == "x2" and list(by_name["val mIoU"].y) == [0.3]
     assert list(by_name["epoch mean loss"].x) == [20]
-    empty = charts.training_curves({"step": [], "loss": []}, {"epoch": [], "val_miou": []})
-    assert [t.name for t in empty.data] == ["loss", "val mIoU"]
+    assert fig.layout.showlegend  # the markers are named in a legend
+    # Before the first validation there is no (empty) mIoU panel.
+    early = charts.training_curves({"step": [10], "loss": [2.0]}, {"epoch": [], "val_miou": []})
+    assert [t.name for t in early.data] == ["loss per step"]
+    assert "xaxis2" not in early.layout or early.layout.xaxis2.domain is None
 
 
 def test_class_frequency_bars_use_label_set_colours():
