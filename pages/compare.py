@@ -16,7 +16,7 @@ import streamlit as st
 from segdemo import charts
 from segdemo.checkpoints import CheckpointError
 from segdemo.viz import COMPARISON_LEGEND, ERROR_MAP_LEGEND, colorize, comparison_map, error_map
-from segdemo_app import common
+from segdemo_app import common, study_view
 from segdemo_app import compare as ui
 from segdemo_app.dataset_picker import dataset_picker
 
@@ -29,6 +29,14 @@ st.caption(
     "per-class IoU, confusion, error maps image by image, and for U-Net++ the "
     "accuracy/latency trade-off of its pruning levels."
 )
+
+view = st.segmented_control(
+    "View", ["Checkpoints", "Study"], default="Checkpoints", key="compare_view",
+    help="Checkpoints: evaluate models here. Study: a multi-seed U-Net vs U-Net++ study.",
+)  # fmt: skip
+if view == "Study":
+    study_view.render()
+    st.stop()
 
 rows = {row["label"]: row for row in common.available_checkpoints()}
 if not rows:

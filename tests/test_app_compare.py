@@ -158,3 +158,51 @@ def test_wrong_classes_name_the_colours_of_the_mistakes():
     assert "&lt;b&gt;" in legend_html({"<b>": (1, 2, 3)}) and "#010203" in legend_html(
         {"x": (1, 2, 3)}
     )
+
+
+def _study_json(folder) -> None:
+    """A study report as ``study --report`` writes it (two models, two seeds)."""
+    import json
+
+    def entry(name, key, miou, std, mode=None, level=None, latency=10.0):
+        return {"name": name, "key": key, "model": key.split(":")[0], "mode": mode,
+                "level": level, "miou": miou, "miou_std": std, "pixel_accuracy": 0.8,
+                "pixel_accuracy_std": 0.01, "per_class_iou": {"road": 0.9},
+                "params": 2e6, "gflops": 1.5, "latency_ms": latency, "seeds": {}}  # fmt: skip
+
+    diff = {"a": "unetpp (accurate L4)", "b": "unet", "miou_diff": 0.012,
+            "miou_diff_ci95": [0.004, 0.02], "miou_diff_sign_flip": 0.0,
+            "miou_diff_per_seed": [0.01, 0.014], "miou_diff_seed_std": 0.003,
+            "per_class_iou_diff": {"road": 0.01}, "per_class_iou_diff_ci95": {"road": [0, 0.02]},
+            "sentence": "unetpp (accurate L4) is better than unet by +1.2 points (95% CI +0.4 "
+                        "to +2.0)"}  # fmt: skip
+    levels = [entry("unetpp", f"unetpp:{m}:{k}", 0.2 + 0.02 * k, 0.01, m, k, 5.0 * k)
+              for m in ("fast", "accurate") for k in (1, 2, 3, 4)]  # fmt: skip
+    result = {
+        "study": "demo", "description": "U-Net vs U-Net++", "seeds": [0, 1], "images": 50,
+        "reference": "unet", "models": [{"name": "unet"}, {"name": "unetpp"}],
+        "entries": [entry("unet", "unet", 0.28, 0.01),
+                    entry("unetpp (accurate L4)", "unetpp:accurate:4", 0.29, 0.01, "accurate", 4)],
+        "differences": [diff], "claims": [{**diff, "claim": "deep supervision helps"}],
+        "levels": levels,
+    }  # fmt: skip
+    (folder / "demo").mkdir(parents=True)
+    (folder / "demo" / "study.json").write_text(json.dumps(result))
+
+
+def test_the_study_view_shows_the_verdict_spread_differences_and_levels(
+    app_dirs, tmp_path, monkeypatch
+):
+    _study_json(tmp_path / "studies")
+    monkeypatch.setenv("SEGDEMO_STUDIES", str(tmp_path / "studies"))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.segmented_control(key="compare_view").set_value("Study").run()
+    assert not at.exception
+    assert "better than unet by +1.2 points" in at.success[0].value
+    titles = [chart.proto.spec for chart in at.get("plotly_chart")]
+    assert len(titles) == 3
+    assert any("std over 2 seeds" in t for t in titles)
+    assert any("Difference from unet" in t for t in titles)
+    table = at.dataframe[0].value
+    assert list(table["val mIoU"]) == ["0.280 ± 0.010", "0.290 ± 0.010"]

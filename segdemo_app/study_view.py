@@ -1,0 +1,106 @@
+"""Compare's Study view: a study report (``study.json``, written by ``python -m segdemo study
+... --report``) as the verdict, the spread over seeds, the paired differences and the
+U-Net++ level trade-off."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from segdemo import charts
+
+# The reports that ship with segdemo (docs/study/<study>/study.json), or $SEGDEMO_STUDIES.
+BUNDLED_STUDIES = Path(__file__).resolve().parents[1] / "docs" / "study"
+
+
+def study_files() -> list[Path]:
+    folder = Path(os.environ.get("SEGDEMO_STUDIES") or BUNDLED_STUDIES)
+    return sorted(folder.glob("*/study.json")) if folder.is_dir() else []
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def load_study(path: str, mtime_ns: int) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _spread(value: float | None, std: float | None) -> list[float] | None:
+    if value is None or std is None:
+        return None
+    return [value - std, value + std]
+
+
+def verdict(result: dict) -> list[str]:
+    """The study's sentences: every model against the reference, then the claims."""
+    lines = [d["sentence"] for d in result["differences"]]
+    lines += [f"{c['claim']}? {c['sentence']}" for c in result["claims"]]
+    return lines
+
+
+def render() -> None:
+    files = study_files()
+    if not files:
+        st.info("No study report found (docs/study/*/study.json); see docs/study.md.")
+        return
+    path = st.selectbox(
+        "Study", files, format_func=lambda p: p.parent.name, key="compare_study",
+        help="Reports written by python -m segdemo study STUDY.toml --out DIR --report docs/study",
+    )  # fmt: skip
+    result = load_study(str(path), path.stat().st_mtime_ns)
+    seeds = len(result["seeds"])
+    st.markdown(f"**{result['description']}**")
+    st.caption(
+        f"{len(result['models'])} models x {seeds} seeds, trained the same way, scored with "
+        f"their final weights on {result['images']} val images; spread = std over seeds, "
+        "differences paired on the same images (95% bootstrap interval over the images, "
+        "seeds averaged)."
+    )
+    for line in verdict(result)[:1]:
+        st.success(line[0].upper() + line[1:] + ".")
+    with st.expander("Every comparison in words", expanded=False):
+        for line in verdict(result):
+            st.markdown(f"- {line}.")
+
+    entries = result["entries"]
+    table = pd.DataFrame(
+        {
+            "model": e["name"],
+            "val mIoU": f"{e['miou']:.3f} ± {e['miou_std'] or 0:.3f}",
+            "parameters (M)": round(e.get("params", 0) / 1e6, 2),
+            "GFLOPs": round(e.get("gflops", 0), 2),
+            "latency (ms)": round(e.get("latency_ms", 0), 1),
+        }
+        for e in entries
+    )
+    st.dataframe(table, hide_index=True)
+    models = [{"name": e["name"], "miou": e["miou"],
+               "miou_ci95": _spread(e["miou"], e["miou_std"])} for e in entries]  # fmt: skip
+    st.plotly_chart(
+        charts.miou_intervals(models, title=f"val mIoU, mean ± std over {seeds} seeds"),
+        key="study_miou",
+    )
+    if result["differences"]:
+        comparisons = [{**d, "name": d["a"], "reference": d["b"]} for d in result["differences"]]
+        st.plotly_chart(
+            charts.paired_differences(
+                comparisons,
+                title=f"Difference from {result['reference']}, mean over seeds "
+                "(95% interval over the images)",
+            ),
+            key="study_differences",
+        )
+    levels = [
+        {**row, "miou_ci95": _spread(row["miou"], row["miou_std"])}
+        for row in result["levels"]
+        if row["mode"] is not None and "latency_ms" in row
+    ]
+    if levels:
+        st.plotly_chart(
+            charts.pruning_tradeoff(
+                levels, title=f"U-Net++ levels: mIoU (± std over {seeds} seeds) vs latency"
+            ),
+            key="study_levels",
+        )
