@@ -111,7 +111,9 @@ def metrics_from_confusion(matrix: torch.Tensor, class_names: list[str] | None =
         ``miou`` (Cityscapes definition, see the module docstring), ``pixel_accuracy``,
         ``per_class_iou`` / ``per_class_precision`` (name -> value, ``None`` for a class
         absent from both ground truth and prediction), ``per_class_recall`` (``None`` for a
-        class without ground-truth pixels), ``counted_classes`` (the classes in the mean),
+        class without ground-truth pixels), ``per_class_f1`` (the F1 score, 2PR/(P+R): for a
+        binary label set such as ``road``, the KITTI road benchmark's F-measure),
+        ``counted_classes`` (the classes in the mean),
         ``confusion_matrix`` (rows = ground truth) and ``pixels`` (labelled pixels).
     """
     counts = _as_array(matrix)
@@ -125,6 +127,7 @@ def metrics_from_confusion(matrix: torch.Tensor, class_names: list[str] | None =
     # A class that is predicted or present has precision 0 when it is never right.
     precision = smp.metrics.precision(tp, fp, fn, tn, reduction="none", zero_division=0.0)[0]
     recall = smp.metrics.recall(tp, fp, fn, tn, reduction="none", zero_division=math.nan)[0]
+    f1 = smp.metrics.f1_score(tp, fp, fn, tn, reduction="none", zero_division=math.nan)[0]
     counted = ~np.isnan(iou)
     present = (tp + fn)[0] > 0
 
@@ -139,6 +142,7 @@ def metrics_from_confusion(matrix: torch.Tensor, class_names: list[str] | None =
         "per_class_iou": per_class(iou, counted),
         "per_class_precision": per_class(precision, counted),
         "per_class_recall": per_class(recall, present),
+        "per_class_f1": per_class(f1, counted),
         "counted_classes": [names[i] for i in range(num_classes) if bool(counted[i])],
         "confusion_matrix": counts.astype(np.int64).tolist(),
         "pixels": int(counts.sum()),

@@ -95,9 +95,7 @@ def _road_scores(metrics: dict) -> dict[str, float | None]:
     iou = metrics["per_class_iou"].get("road")
     precision = metrics["per_class_precision"].get("road")
     recall = metrics["per_class_recall"].get("road")
-    f1 = None
-    if precision is not None and recall is not None and precision + recall > 0:
-        f1 = 2 * precision * recall / (precision + recall)
+    f1 = metrics["per_class_f1"].get("road")
     return {"road_iou": iou, "road_precision": precision, "road_recall": recall, "road_f1": f1}
 
 

@@ -87,6 +87,15 @@ def cmd_eval(args) -> int:
     for name, iou in result["per_class_iou"].items():
         ci = f"  ({_ci(class_ci.get(name), 3)})" if class_ci.get(name) else ""
         print(f"  {name:<14} {'  -   ' if iou is None else f'{iou:.4f}'}{ci}")
+    if len(result["per_class_iou"]) == 2:  # a binary label set: the KITTI road metrics
+        name = list(result["per_class_iou"])[1]
+        scores = {
+            k: result[f"per_class_{k}"].get(name) for k in ("iou", "precision", "recall", "f1")
+        }
+        print("  " + name + ": " + ", ".join(
+            f"{k if k != 'iou' else 'IoU'} {'-' if v is None else f'{v:.4f}'}"
+            for k, v in scores.items()
+        ))  # fmt: skip
     for mode, levels in result.get("per_level", {}).items():
         cells = "  ".join(f"L{k} {m['miou']:.4f}" for k, m in levels.items())
         print(f"  {mode:<9} {cells}")
