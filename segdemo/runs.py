@@ -392,6 +392,106 @@ def active_runs(runs_dir: str | Path) -> list[RunInfo]:
 # --------------------------------------------------------------------------- progress
 
 
+_EMPTY_SUMMARY: dict[str, Any] = {
+    "phase": "waiting", "step": 0, "total_steps": None, "fraction": 0.0, "epoch": 0,
+    "epochs": None, "eta_s": None, "last_loss": None, "lr": None, "images_per_s": None,
+    "best_miou": None, "last_miou": None, "checkpoint_step": None, "per_level_miou": None,
+    "per_class_iou": None, "device": None, "train_images": None, "val_images": None,
+    "error": None, "stop_reason": None, "elapsed_s": None,
+}  # fmt: skip
+
+
+@dataclass
+class _Reading:
+    """What ``summarize_progress`` carries from one event to the next."""
+
+    summary: dict[str, Any]
+    losses: dict[int, float] = field(default_factory=dict)  # step -> loss
+    vals: dict[int, Event] = field(default_factory=dict)  # epoch -> epoch event
+    first_time: float | None = None
+    last_time: float | None = None
+    last_step_time: float | None = None
+    last_step_eta: float | None = None
+    eval_s: float | None = None
+
+    def start(self, event: Event) -> None:
+        step = int(event.get("step", 0))
+        # A resumed run repeats the steps after its checkpoint: keep the newest values.
+        self.losses = {s: v for s, v in self.losses.items() if s <= step}
+        self.vals = {e: v for e, v in self.vals.items() if v["step"] <= step}
+        self.summary.update(
+            phase="training", step=step, total_steps=event.get("total_steps"),
+            epochs=(event.get("config") or {}).get("epochs"), device=event.get("device"),
+            train_images=event.get("train_images"), val_images=event.get("val_images"),
+            error=None, stop_reason=None, eta_s=None,
+        )  # fmt: skip
+        self.last_step_time = self.last_step_eta = None
+
+    def step(self, event: Event) -> None:
+        s = self.summary
+        self.losses[int(event["step"])] = float(event["loss"])
+        s.update(
+            step=int(event["step"]), total_steps=event.get("total_steps", s["total_steps"]),
+            epochs=event.get("epochs", s["epochs"]), last_loss=float(event["loss"]),
+            lr=event.get("lr"), images_per_s=event.get("images_per_s"),
+        )  # fmt: skip
+        self.last_step_time, self.last_step_eta = event.get("time"), event.get("eta_s")
+
+    def epoch(self, event: Event) -> None:
+        self.vals[int(event["epoch"])] = event
+        self.eval_s = event.get("eval_time_s", self.eval_s)
+        step = int(event.get("step", self.summary["step"]))
+        self.summary.update(
+            epoch=int(event["epoch"]), step=step, last_miou=event.get("val_miou"),
+            per_level_miou=event.get("per_level_miou"),
+            per_class_iou=event.get("per_class_iou"), checkpoint_step=step,
+        )  # fmt: skip
+
+    def stopped(self, event: Event) -> None:
+        self.summary.update(phase="stopped", stop_reason=event.get("reason"))
+        self.summary["checkpoint_step"] = int(event.get("step", self.summary["step"]))
+
+    def failed(self, event: Event) -> None:
+        self.summary.update(phase="failed", error=event.get("error"))
+
+    def end(self, event: Event) -> None:
+        self.summary["phase"] = "stopped" if event.get("status") == "stopped" else "done"
+        if self.summary["phase"] == "done":
+            self.summary["eta_s"] = 0.0
+
+    def curves(self) -> None:
+        s = self.summary
+        s["loss_curve"] = {
+            "step": sorted(self.losses),
+            "loss": [self.losses[k] for k in sorted(self.losses)],
+        }
+        epochs = sorted(self.vals)
+        s["val_curve"] = {
+            "epoch": epochs,
+            "step": [int(self.vals[e].get("step", 0)) for e in epochs],
+            "val_miou": [self.vals[e].get("val_miou") for e in epochs],
+            "train_loss": [self.vals[e].get("train_loss") for e in epochs],
+        }
+        mious = [m for m in s["val_curve"]["val_miou"] if m is not None]
+        s["best_miou"] = max(mious) if mious else None
+
+    def timing(self, now: float | None) -> None:
+        s = self.summary
+        if s["total_steps"]:
+            s["fraction"] = min(max(s["step"] / s["total_steps"], 0.0), 1.0)
+        if s["phase"] == "training" and self.last_step_eta is not None:
+            eta = float(self.last_step_eta)
+            if now is not None and self.last_step_time is not None:
+                eta = max(eta - (now - self.last_step_time), 0.0)
+            if self.eval_s is not None and s["epochs"] is not None:
+                eta += self.eval_s * max(s["epochs"] - s["epoch"], 0)  # evaluations to come
+            s["eta_s"] = eta
+        if self.first_time is not None:
+            until = now if s["phase"] in ("waiting", "training") else self.last_time
+            if until is not None:
+                s["elapsed_s"] = max(until - self.first_time, 0.0)
+
+
 def summarize_progress(events: list[Event], now: float | None = None) -> dict[str, Any]:
     """What a progress display needs from ``progress.jsonl`` events (pure function).
 
@@ -411,116 +511,17 @@ def summarize_progress(events: list[Event], now: float | None = None) -> dict[st
         ``per_class_iou`` (newest epoch), ``device``, ``train_images``, ``val_images``,
         ``error``, ``stop_reason``, ``elapsed_s``.
     """
-    summary: dict[str, Any] = {
-        "phase": "waiting",
-        "step": 0,
-        "total_steps": None,
-        "fraction": 0.0,
-        "epoch": 0,
-        "epochs": None,
-        "eta_s": None,
-        "last_loss": None,
-        "lr": None,
-        "images_per_s": None,
-        "best_miou": None,
-        "last_miou": None,
-        "checkpoint_step": None,
-        "loss_curve": {"step": [], "loss": []},
-        "val_curve": {"epoch": [], "step": [], "val_miou": [], "train_loss": []},
-        "per_level_miou": None,
-        "per_class_iou": None,
-        "device": None,
-        "train_images": None,
-        "val_images": None,
-        "error": None,
-        "stop_reason": None,
-        "elapsed_s": None,
-    }
-    losses: dict[int, float] = {}
-    vals: dict[int, Event] = {}
-    first_time = last_time = last_step_time = last_step_eta = None
-    eval_s = None
+    reading = _Reading(dict(_EMPTY_SUMMARY))
     for event in events:
+        if reading.first_time is None:
+            reading.first_time = event.get("time")
+        reading.last_time = event.get("time", reading.last_time)
         kind = event.get("event")
-        first_time = first_time if first_time is not None else event.get("time")
-        last_time = event.get("time", last_time)
-        if kind == "start":
-            step = int(event.get("step", 0))
-            # A resumed run repeats the steps after its checkpoint: keep the newest values.
-            losses = {s: v for s, v in losses.items() if s <= step}
-            vals = {e: v for e, v in vals.items() if v["step"] <= step}
-            summary.update(
-                phase="training",
-                step=step,
-                total_steps=event.get("total_steps"),
-                epochs=(event.get("config") or {}).get("epochs"),
-                device=event.get("device"),
-                train_images=event.get("train_images"),
-                val_images=event.get("val_images"),
-                error=None,
-                stop_reason=None,
-                eta_s=None,
-            )
-            last_step_time = last_step_eta = None
-        elif kind == "step":
-            losses[int(event["step"])] = float(event["loss"])
-            summary.update(
-                step=int(event["step"]),
-                total_steps=event.get("total_steps", summary["total_steps"]),
-                epochs=event.get("epochs", summary["epochs"]),
-                last_loss=float(event["loss"]),
-                lr=event.get("lr"),
-                images_per_s=event.get("images_per_s"),
-            )
-            last_step_time, last_step_eta = event.get("time"), event.get("eta_s")
-        elif kind == "epoch":
-            vals[int(event["epoch"])] = event
-            eval_s = event.get("eval_time_s", eval_s)
-            summary.update(
-                epoch=int(event["epoch"]),
-                step=int(event.get("step", summary["step"])),
-                last_miou=event.get("val_miou"),
-                per_level_miou=event.get("per_level_miou"),
-                per_class_iou=event.get("per_class_iou"),
-                checkpoint_step=int(event.get("step", summary["step"])),
-            )
-        elif kind == "stopped":
-            summary.update(phase="stopped", stop_reason=event.get("reason"))
-            summary["checkpoint_step"] = int(event.get("step", summary["step"]))
-        elif kind == "failed":
-            summary.update(phase="failed", error=event.get("error"))
-        elif kind == "end":
-            summary["phase"] = "stopped" if event.get("status") == "stopped" else "done"
-            if summary["phase"] == "done":
-                summary["eta_s"] = 0.0
-    for step in sorted(losses):
-        summary["loss_curve"]["step"].append(step)
-        summary["loss_curve"]["loss"].append(losses[step])
-    for epoch in sorted(vals):
-        event = vals[epoch]
-        curve = summary["val_curve"]
-        curve["epoch"].append(epoch)
-        curve["step"].append(int(event.get("step", 0)))
-        curve["val_miou"].append(event.get("val_miou"))
-        curve["train_loss"].append(event.get("train_loss"))
-    mious = [m for m in summary["val_curve"]["val_miou"] if m is not None]
-    summary["best_miou"] = max(mious) if mious else None
-    total = summary["total_steps"]
-    if total:
-        summary["fraction"] = min(max(summary["step"] / total, 0.0), 1.0)
-    if summary["phase"] == "training" and last_step_eta is not None:
-        eta = float(last_step_eta)
-        if now is not None and last_step_time is not None:
-            eta = max(eta - (now - last_step_time), 0.0)
-        epochs = summary["epochs"]
-        if eval_s is not None and epochs is not None:
-            eta += eval_s * max(epochs - summary["epoch"], 0)  # evaluations still to come
-        summary["eta_s"] = eta
-    if first_time is not None:
-        until = now if summary["phase"] in ("waiting", "training") else last_time
-        if until is not None:
-            summary["elapsed_s"] = max(until - first_time, 0.0)
-    return summary
+        if kind in ("start", "step", "epoch", "stopped", "failed", "end"):
+            getattr(reading, kind)(event)
+    reading.curves()
+    reading.timing(now)
+    return reading.summary
 
 
 def format_duration(seconds: float | None) -> str:

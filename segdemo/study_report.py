@@ -191,6 +191,40 @@ def _difference(a: Entry, b: Entry, evaluations: dict, names, resamples: int) ->
     return diff
 
 
+def _claims(study: Study, headline, evaluations, names, resamples: int) -> list[dict]:
+    claims = []
+    for claim in study.claims:
+        a, b = parse_entry(claim["a"], headline), parse_entry(claim["b"], headline)
+        if a.model in evaluations and b.model in evaluations:
+            diff = _difference(a, b, evaluations, names, resamples)
+            claims.append({"claim": claim["claim"], **diff})
+    return claims
+
+
+def _levels(evaluations: dict, costs: dict, road: bool) -> list[dict]:
+    """Every (mode, level) of every U-Net++: mean and std over seeds, and its cost."""
+    levels = []
+    for model, per_seed in evaluations.items():
+        settings = [s for s in next(iter(per_seed.values())).settings if s[0] is not None]
+        for setting in settings:
+            entry = Entry(model, setting)
+            levels.append({**_entry_numbers(entry, per_seed, road), **costs.get(entry.key, {})})
+    return levels
+
+
+def _curves(runs) -> dict:
+    """Per model and seed, validation mIoU and training loss per epoch."""
+    curves: dict[str, dict] = {}
+    for name, seed, _, events in runs:
+        epochs = [e for e in events if e.get("event") == "epoch"]
+        curves.setdefault(name, {})[str(seed)] = {
+            "epoch": [e["epoch"] for e in epochs],
+            "val_miou": [e["val_miou"] for e in epochs],
+            "train_loss": [e["train_loss"] for e in epochs],
+        }
+    return curves
+
+
 def measure_study(
     study: Study,
     out: str | Path,
@@ -224,34 +258,15 @@ def measure_study(
         row.update(costs.get(entry.key, {}))
         rows.append(row)
     reference = headline.get(study.reference_model, [None])[0]
-    differences = []
-    if reference is not None:
-        for entry in entries:
-            if entry != reference:
-                diff = _difference(entry, reference, evaluations, names, resamples)
-                if diff is not None:
-                    differences.append(diff)
-    claims = []
-    for claim in study.claims:
-        a, b = parse_entry(claim["a"], headline), parse_entry(claim["b"], headline)
-        if a.model in evaluations and b.model in evaluations:
-            diff = _difference(a, b, evaluations, names, resamples)
-            claims.append({"claim": claim["claim"], **diff})
-    levels = []
-    for model, per_seed in evaluations.items():
-        settings = [s for s in next(iter(per_seed.values())).settings if s[0] is not None]
-        for setting in settings:
-            entry = Entry(model, setting)
-            numbers = _entry_numbers(entry, per_seed, road)
-            levels.append({**numbers, **costs.get(entry.key, {})})
-    curves = {}
-    for name, seed, _, events in runs:
-        epochs = [e for e in events if e.get("event") == "epoch"]
-        curves.setdefault(name, {})[str(seed)] = {
-            "epoch": [e["epoch"] for e in epochs],
-            "val_miou": [e["val_miou"] for e in epochs],
-            "train_loss": [e["train_loss"] for e in epochs],
-        }
+    differences = [
+        diff
+        for entry in entries
+        if reference is not None and entry != reference
+        if (diff := _difference(entry, reference, evaluations, names, resamples)) is not None
+    ]
+    claims = _claims(study, headline, evaluations, names, resamples)
+    levels = _levels(evaluations, costs, road)
+    curves = _curves(runs)
     return {
         "study": study.name,
         "description": study.description,
