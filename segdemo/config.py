@@ -69,6 +69,9 @@ class TrainConfig:
     data_options: dict[str, Any] = setting(factory=dict, cli=False)
     model: str = setting("unet", "registered model name (python -m segdemo bench lists them)")
     model_kwargs: dict[str, Any] = setting(factory=dict, cli=False)
+    init_from: str | None = setting(
+        None, "start from the weights of this checkpoint (fine-tuning; same model and classes)"
+    )
     size: tuple[int, int] = setting((128, 256), "HxW the model is trained at, e.g. 256x256")
     batch_size: int = setting(8, "images per step and process", flag="--batch")
     epochs: int = setting(10, "epochs to train (may grow when resuming)", resumable=True)

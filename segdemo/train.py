@@ -297,6 +297,23 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
+def _load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
+    """Fine-tuning: the weights of ``config.init_from``, which must hold the same model."""
+    source = checkpoints.load_checkpoint(config.init_from)
+    meta = source.metadata
+    if meta["model"] != config.model or meta.get("model_kwargs", {}) != config.model_kwargs:
+        raise ValueError(
+            f"--init-from {config.init_from} holds {meta['model']} {meta.get('model_kwargs')}, "
+            f"not {config.model} {config.model_kwargs}: give the same --model and model flags"
+        )
+    if meta["label_set"]["name"] != config.label_set:
+        raise ValueError(
+            f"--init-from {config.init_from} was trained for the {meta['label_set']['name']} "
+            f"label set, not {config.label_set}"
+        )
+    model.load_state_dict(source.model.state_dict())
+
+
 def build_run(config: TrainConfig) -> Run:
     """Model, data, optimizer and loss of ``config``, placed on its device."""
     from segdemo.labels import get_label_set
@@ -310,7 +327,10 @@ def build_run(config: TrainConfig) -> Run:
     precision = runtime.resolve_precision(config.precision, device)
     _seed_everything(config.seed + dist_info.rank)
     label_set = get_label_set(config.label_set)
-    model = create_model(config.model, label_set.num_classes, **config.model_kwargs).to(device)
+    model = create_model(config.model, label_set.num_classes, **config.model_kwargs)
+    if config.init_from:
+        _load_initial_weights(model, config)
+    model = model.to(device)
     if precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
     train_set, val_set = _datasets(config, model.normalization)

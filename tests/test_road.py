@@ -60,3 +60,28 @@ def test_a_kitti_folder_evaluates_with_the_road_label_set(tmp_path, capsys):
     assert main(["eval", "--ckpt", str(out / "last.safetensors"), "--data",
                  str(tmp_path / "kitti")]) == 0  # fmt: skip
     assert "road: IoU" in capsys.readouterr().out
+
+
+def test_fine_tuning_starts_from_a_checkpoint_of_the_same_model(tmp_path):
+    from segdemo.checkpoints import load_checkpoint
+
+    base = dict(data="synthetic", data_options={"length": 8}, label_set="road", model="unet",
+                model_kwargs={"base_width": 4}, size=(32, 32), batch_size=4, epochs=1,
+                workers=0, val_max_items=2, precision="fp32", lr=1e-9, warmup_steps=0)  # fmt: skip
+    fit(TrainConfig(**base, out=str(tmp_path / "a")))
+    first = load_checkpoint(tmp_path / "a" / "last.safetensors").model.state_dict()
+    # A tiny learning rate: the fine-tuned weights stay next to the ones it started from.
+    fit(
+        TrainConfig(
+            **base, out=str(tmp_path / "b"), init_from=str(tmp_path / "a" / "last.safetensors")
+        )
+    )
+    tuned = load_checkpoint(tmp_path / "b" / "last.safetensors").model.state_dict()
+    key = "encoder.blocks.0.0.weight"
+    torch.testing.assert_close(tuned[key], first[key], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="--init-from .* holds unet"):
+        fit(TrainConfig(**{**base, "model_kwargs": {"base_width": 8}}, out=str(tmp_path / "c"),
+                        init_from=str(tmp_path / "a" / "last.safetensors")))  # fmt: skip
+    with pytest.raises(ValueError, match="road label set, not cityscapes19"):
+        fit(TrainConfig(**{**base, "label_set": "cityscapes19"}, out=str(tmp_path / "d"),
+                        init_from=str(tmp_path / "a" / "last.safetensors")))  # fmt: skip
