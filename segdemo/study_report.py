@@ -186,9 +186,23 @@ def _difference(a: Entry, b: Entry, evaluations: dict, names, resamples: int) ->
     ]
     diff = stats.pooled_paired_difference(pairs, class_names=names, resamples=resamples)
     diff["a"], diff["b"] = a.name, b.name
-    diff["sentence"] = stats.describe_difference(a.name, b.name, diff["miou_diff"],
-                                                 diff["miou_diff_ci95"])  # fmt: skip
+    diff["sentence"] = _sentence(a.name, b.name, diff)
     return diff
+
+
+def _sentence(name_a: str, name_b: str, diff: dict) -> str:
+    """``stats.describe_difference``, unless the interval excludes zero while the seeds
+    disagree on the sign: then the difference is not called clear."""
+    sentence = stats.describe_difference(name_a, name_b, diff["miou_diff"], diff["miou_diff_ci95"])
+    signs = {math.copysign(1, v) for v in diff["miou_diff_per_seed"] if v}
+    low, high = diff["miou_diff_ci95"]
+    if (low > 0 or high < 0) and len(signs) > 1:
+        per_seed = ", ".join(f"{100 * v:+.1f}" for v in diff["miou_diff_per_seed"])
+        return (
+            f"no clear difference between {name_a} and {name_b}: the images favour one "
+            f"({sentence}), but the seeds disagree on the sign ({per_seed} points)"
+        )
+    return sentence
 
 
 def _claims(study: Study, headline, evaluations, names, resamples: int) -> list[dict]:

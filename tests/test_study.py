@@ -142,3 +142,18 @@ def test_the_wide_unet_of_study_1_has_as_many_parameters_as_the_unetpp():
     }
     assert abs(params["unet_wide"] - params["unetpp"]) / params["unetpp"] < 0.05
     assert params["unet"] < 0.9 * params["unetpp"]  # the plain U-Net is the smaller one
+
+
+def test_a_difference_is_clear_only_when_the_seeds_agree_on_its_sign():
+    from segdemo.study_report import _sentence
+
+    agree = {
+        "miou_diff": 0.012,
+        "miou_diff_ci95": [0.004, 0.02],
+        "miou_diff_per_seed": [0.01, 0.02, 0.006],
+    }
+    assert _sentence("A", "B", agree).startswith("A is better than B by +1.2 points")
+    disagree = {**agree, "miou_diff_per_seed": [0.03, 0.012, -0.006]}
+    sentence = _sentence("A", "B", disagree)
+    assert sentence.startswith("no clear difference between A and B")
+    assert "+3.0, +1.2, -0.6" in sentence
