@@ -4,9 +4,20 @@ Markdown source, not what the browser makes of it)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from checkpoint_cases import CASES, tiny_parts, write
-from test_browser import CHROMIUM, browser_page, open_through_router, server  # noqa: F401
+from test_browser import (  # noqa: F401 (browser_page is a fixture)
+    CHROMIUM,
+    REPO,
+    browser_page,
+    free_port,
+    open_through_router,
+    wait_until_healthy,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -18,17 +29,37 @@ URL = "http://example.com/x.png"
 CREATED = f"![x]({URL}) [click](http://example.com) <img src={URL}> www.example.com"
 
 
-@pytest.fixture(autouse=True)
-def store(tmp_path, monkeypatch):
+@pytest.fixture
+def store(tmp_path):
     """Only a broken upload (its class names are Markdown) until the test adds a good one."""
     bundled, uploaded = tmp_path / "bundled", tmp_path / "runs" / "uploaded"
     bundled.mkdir()
     uploaded.mkdir(parents=True)
     make = {name: make for name, make, _ in CASES}["class_name_with_markup"]
     make(uploaded)
-    monkeypatch.setenv("SEGDEMO_CHECKPOINTS", str(bundled))
-    monkeypatch.setenv("SEGDEMO_RUNS", str(tmp_path / "runs"))
-    return {"bundled": bundled, "uploaded": uploaded}
+    return {"bundled": bundled, "runs": tmp_path / "runs", "uploaded": uploaded}
+
+
+@pytest.fixture
+def store_server(store, tmp_path):
+    """`streamlit run app.py` on ``store``'s folders; yields its URL."""
+    env = dict(
+        os.environ, SEGDEMO_CHECKPOINTS=str(store["bundled"]), SEGDEMO_RUNS=str(store["runs"])
+    )
+    port, log = free_port(), tmp_path / "streamlit.log"
+    command = [
+        sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+        "--server.port", str(port), "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"  # .streamlit/config.toml: 127.0.0.1 only
+    try:
+        wait_until_healthy(url, process, log)
+        yield url
+    finally:
+        process.kill()
+        process.wait(timeout=30)
 
 
 def links_and_images(page) -> list[str]:
@@ -37,9 +68,9 @@ def links_and_images(page) -> list[str]:
     )
 
 
-def test_metadata_and_errors_render_as_text(server, browser_page, store):  # noqa: F811
+def test_metadata_and_errors_render_as_text(store_server, browser_page, store):  # noqa: F811
     page = browser_page
-    open_through_router(page, server, "Checkpoints")
+    open_through_router(page, store_server, "Checkpoints")
     error = page.locator('[data-testid="stAlertContentError"]').first
     error.wait_for()
     text = error.inner_text().replace("\u2060", "")
@@ -49,6 +80,6 @@ def test_metadata_and_errors_render_as_text(server, browser_page, store):  # noq
     # A good checkpoint whose creation date is Markdown: its details are plain text.
     tensors, meta = tiny_parts()
     write(store["bundled"] / "unet.safetensors", dict(meta, created=CREATED), tensors)
-    open_through_router(page, server, "Checkpoints")
+    open_through_router(page, store_server, "Checkpoints")
     page.get_by_text(f"created: {CREATED}").first.wait_for()
     assert links_and_images(page) == []
