@@ -280,12 +280,15 @@ def _open_safetensors(path: Path) -> _CheckpointFile:
         raise CheckpointError(f"{name} cannot be read ({e.strerror or e})") from None
     if len(prefix) < 8:
         raise CheckpointError(f"{name} is not a .safetensors checkpoint (it is empty or cut short)")
-    (header_bytes,) = struct.unpack("<Q", prefix)
+    (header_bytes,) = struct.unpack("<Q", prefix)  # the format's first 8 bytes
+    if header_bytes + 8 > path.stat().st_size:
+        raise CheckpointError(
+            f"{name} is not a .safetensors checkpoint (cut short, or another kind of file)"
+        )
     if header_bytes > MAX_HEADER_BYTES:
         raise CheckpointError(
-            f"{name} is not a readable .safetensors checkpoint: its header claims "
-            f"{header_bytes / 2**20:.0f} MB, more than the {MAX_HEADER_BYTES // 2**20} MB "
-            "segdemo reads"
+            f"{name}'s .safetensors header is {header_bytes / 2**20:.0f} MB, more than the "
+            f"{MAX_HEADER_BYTES // 2**20} MB segdemo reads"
         )
     try:
         with safe_open(str(path), framework="pt") as f:

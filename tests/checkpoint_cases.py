@@ -215,6 +215,13 @@ def _random_pt(folder: Path) -> Path:
 
 def _huge_header(folder: Path) -> Path:
     path = folder / "huge_header.safetensors"
+    size = checkpoints.MAX_HEADER_BYTES + 2**20
+    path.write_bytes(size.to_bytes(8, "little") + b" " * size)
+    return path
+
+
+def _header_beyond_the_file(folder: Path) -> Path:
+    path = folder / "cut.safetensors"
     path.write_bytes((2**40).to_bytes(8, "little") + b"{}")
     return path
 
@@ -227,8 +234,17 @@ def _not_a_checkpoint(folder: Path) -> Path:
 
 FILE_CASES = [
     ("random_bytes_pt", _random_pt, r"random\.pt is not a PyTorch file"),
-    ("huge_header", _huge_header, r"header claims 1048576 MB, more than the 32 MB"),
-    ("text_as_safetensors", _not_a_checkpoint, r"notes\.safetensors is not a readable"),
+    ("huge_header", _huge_header, r"header is 33 MB, more than the 32 MB segdemo reads"),
+    (
+        "header_beyond_the_file",
+        _header_beyond_the_file,
+        r"cut\.safetensors is not a \.safetensors checkpoint \(cut short, or another kind",
+    ),
+    (
+        "text_as_safetensors",
+        _not_a_checkpoint,
+        r"notes\.safetensors is not a \.safetensors checkpoint \(cut short, or another kind",
+    ),
 ]
 
 CASES: list[tuple[str, Callable[[Path], Path], str]] = (
