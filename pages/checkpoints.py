@@ -123,7 +123,7 @@ def level_table(checkpoint, metrics: dict, levels: int) -> pd.DataFrame:
     return pd.DataFrame(table)
 
 
-def details(row: dict, meta: dict, path: Path) -> str:
+def details(meta: dict, path: Path) -> str:
     """The checkpoint in a few lines of plain text (every value comes from the file)."""
     listed, listed_mode = common.stored_metrics(meta)
     kwargs = ", ".join(f"{k}={v}" for k, v in (meta.get("model_kwargs") or {}).items())
@@ -153,7 +153,7 @@ def show_checkpoint(row: dict, path: Path) -> None:
     info_col, chart_col = st.columns([2, 3])
     with info_col:
         st.markdown(f"**{literal_markdown(row['label'])}**")
-        st.text(details(row, meta, path))
+        st.text(details(meta, path))
     with chart_col:
         if best.get("per_class_iou"):
             st.plotly_chart(
