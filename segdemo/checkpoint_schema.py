@@ -195,6 +195,7 @@ class CheckpointMetadata(_OpenFields):
     step: Count = None
     metrics: RunMetricsFields = None
     dataset_fingerprint: ShortText = None
+    dataset_format: ShortText = None  # the format training read (also when it was "auto")
     history: list[dict[str, JsonValue]] = None
     train_config: dict[str, JsonValue] = None
     train_state: TrainStateFields = None

@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 from segdemo import runtime, stats, viz  # noqa: E402
 from segdemo.bench import interleaved_median_ms  # noqa: E402
-from segdemo.checkpoints import load_checkpoint  # noqa: E402
+from segdemo.checkpoints import check_checkpoint, load_checkpoint  # noqa: E402
 from segdemo.data import open_dataset  # noqa: E402
 from segdemo.evaluate import (  # noqa: E402
     Evaluation,
@@ -348,6 +348,8 @@ def build_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in checkpoints]
+    for path in paths:  # every file refused before the first one is measured
+        check_checkpoint(path)
     measured = [
         measure_checkpoint(p, data, split, max_items, repeats, log, resamples, seed) for p in paths
     ]

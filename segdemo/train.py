@@ -397,6 +397,11 @@ def load_for_resume(config: TrainConfig) -> checkpoints.Checkpoint:
     if not last.is_file():
         raise FileNotFoundError(f"cannot resume: {last} does not exist")
     resumed = checkpoints.load_checkpoint(last, with_optimizer=True)
+    missing = [k for k in ("train_config", "train_state", "optimizer") if k not in resumed.metadata]
+    if missing:
+        raise checkpoints.CheckpointError(
+            f"cannot resume {last}: it is not a training checkpoint (no {', '.join(missing)})"
+        )
     saved = TrainConfig.from_dict(resumed.metadata["train_config"])
     changed = config.changed_identity(saved)
     if changed:
@@ -552,6 +557,7 @@ def save(run: Run, *, best: bool) -> None:
         train_config=run.config.to_dict(), epoch=state.epoch, step=state.step,
         metrics={"last": state.last_metrics, "best": state.best_metrics},
         dataset_fingerprint=_fingerprint(run.train_set), train_state=state.to_dict(),
+        dataset_format=run.train_set.format,
         optimizer=opt_rest, precision=run.precision,
     )  # fmt: skip
     targets = [(run.best_path, None)] if best else []

@@ -129,8 +129,8 @@ def dataset_description(metadata: dict) -> str | None:
         return None
     if data == "synthetic":
         return "synthetic"
-    fmt = config.get("data_format") or "auto"
-    if fmt == "auto":  # the format the trainer detected is not stored: detect it again
+    fmt = metadata.get("dataset_format") or config.get("data_format") or "auto"
+    if fmt == "auto":  # checkpoints written before the detected format was stored
         with contextlib.suppress(ValueError, OSError):
             fmt = detect_format(data)
     folder = Path(data).name or data
@@ -187,6 +187,11 @@ def _row(path: Path, meta: dict) -> dict:
     }
 
 
+def _unvalidated(meta: dict) -> bool:
+    """A training checkpoint written before any validation (no metrics to go by)."""
+    return "train_state" in meta and not (meta.get("metrics") or {}).get("last")
+
+
 @st.cache_data(show_spinner=False)
 def _scan(key: tuple) -> tuple[list[dict], list[dict]]:
     rows, broken = [], []
@@ -206,6 +211,8 @@ def _scan(key: tuple) -> tuple[list[dict], list[dict]]:
                 )
             elif path.name == "last.safetensors" and "best.safetensors" in names:
                 continue  # a run folder offers its best epoch; last is for --resume
+            elif _unvalidated(checkpoint.metadata):
+                continue  # a run stopped before its first validation: nothing to offer yet
             else:
                 rows.append(_row(path, checkpoint.metadata))
     return rows, broken

@@ -232,6 +232,7 @@ def test_metadata_is_shown_as_text_never_as_markdown(app_dirs, tmp_path):
     (data / "train").mkdir(parents=True)
     Image.new("RGB", (8, 4)).save(data / "train" / "0.jpg")
     meta = dict(unet.metadata, created=created)
+    meta.pop("dataset_format", None)  # as written before the detected format was stored
     meta["train_config"] = dict(meta["train_config"], data=str(data), data_format="auto")
     run = app_dirs["runs"] / "run"
     checkpoint_store.save_checkpoint(run / "best.safetensors", unet.model, meta)
@@ -245,3 +246,22 @@ def test_metadata_is_shown_as_text_never_as_markdown(app_dirs, tmp_path):
     assert "pairs · cityscapes_pairs" in datasets and not any(str(tmp_path) in d for d in datasets)
     for element in [*at.markdown, *at.caption, *at.error, *at.success, *at.warning]:
         assert "http://" not in element.value and "<b>" not in element.value
+
+
+def test_a_run_stopped_before_its_first_validation_is_not_offered(app_dirs):
+    from segdemo.train import TrainConfig, fit
+    from segdemo_app import common
+
+    out = app_dirs["runs"] / "early-stop"
+
+    def stop(event):
+        if event["event"] == "step":
+            (out / "STOP").touch()
+
+    fit(TrainConfig(data="synthetic", data_options={"length": 8}, model_kwargs={"base_width": 4},
+                    size=(32, 32), batch_size=4, epochs=2, workers=0, precision="fp32", log_every=1,
+                    out=str(out)), callbacks=[stop])  # fmt: skip
+    assert (out / "last.safetensors").is_file() and not (out / "best.safetensors").exists()
+    listed = [row["path"] for row in common.available_checkpoints()]
+    assert listed and str(out / "last.safetensors") not in listed
+    assert str(out / "last.safetensors") not in [b["path"] for b in common.broken_checkpoints()]

@@ -55,7 +55,7 @@ class _ConsoleProgress:
 
 
 def cmd_train(args) -> int:
-    from segdemo.checkpoints import read_metadata
+    from segdemo.checkpoints import CheckpointError, read_metadata
     from segdemo.config import TrainConfig, values_from_arguments
     from segdemo.train import fit
 
@@ -65,7 +65,9 @@ def cmd_train(args) -> int:
         last = Path(values["out"]) / "last.safetensors"
         if not last.is_file():
             raise FileNotFoundError(f"cannot resume: {last} does not exist")
-        saved = read_metadata(last)["train_config"]
+        saved = read_metadata(last).get("train_config")
+        if saved is None:
+            raise CheckpointError(f"cannot resume: {last} is not a training checkpoint")
         # What was typed overrides the saved run; fit refuses a change of what defines it.
         for merged in ("model_kwargs", "data_options"):
             if merged in values:
