@@ -53,7 +53,7 @@ STATE_DEFAULTS: dict[str, object] = {
 # key per checkpoint, ``model_state_key(name, path)``, initialised by ``init_model_state``.
 MODEL_STATE_DEFAULTS: dict[str, object] = {
     "segment_mode": "accurate",
-    "segment_level": 4,
+    "segment_level": None,  # the model's deepest level, set by init_model_state
 }
 
 
@@ -72,7 +72,7 @@ def model_state_key(name: str, path: str | Path) -> str:
     return f"{name}::{path}"
 
 
-def init_model_state(path: str | Path, num_levels: int = 4, mode: str | None = None) -> None:
+def init_model_state(path: str | Path, num_levels: int, mode: str | None = None) -> None:
     """Initialise the per-checkpoint controls of ``path``: the full network, in ``mode``
     (default: accurate)."""
     defaults = dict(MODEL_STATE_DEFAULTS, segment_level=num_levels)
