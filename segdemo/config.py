@@ -106,7 +106,12 @@ class TrainConfig:
         "auto", "auto = bf16 + channels_last where fast, else fp32", resumable=True,
         choices=PRECISIONS,
     )  # fmt: skip
-    workers: int = setting(1, "DataLoader worker processes", resumable=True)
+    workers: int | None = setting(
+        None,
+        "DataLoader worker processes (default: the CPU cores training leaves free; 0 loads in "
+        "the main process)",
+        resumable=True,
+    )
     out: str = setting("runs/latest", "run folder (default runs/<model>)", resumable=True)
     log_every: int = setting(10, "steps between progress events", resumable=True)
     val_max_items: int | None = setting(
@@ -140,7 +145,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{flag_of(name)} must be at least 1 (or unset), got {value}")
-        if self.warmup_steps < 0 or self.workers < 0:
+        if self.warmup_steps < 0 or (self.workers is not None and self.workers < 0):
             raise ValueError("--warmup-steps and --workers must not be negative")
         for name in ("lr", "encoder_lr_mult"):
             value = getattr(self, name)

@@ -343,11 +343,12 @@ def build_run(config: TrainConfig) -> Run:
     sampler = ResumableSampler(train_set, dist_info.world_size, dist_info.rank, config.seed)
     from segdemo.data import collate_fn
 
+    workers = runtime.data_workers(config.workers, device)
     loader = DataLoader(
         train_set,
         batch_size=config.batch_size,
         sampler=sampler,
-        num_workers=config.workers,
+        num_workers=workers,
         pin_memory=device.type == "cuda",
         drop_last=True,
         collate_fn=collate_fn,
@@ -355,7 +356,7 @@ def build_run(config: TrainConfig) -> Run:
         # Its own generator: creating an iterator must not draw from the global RNG that
         # dropout uses, or a resumed run would diverge from an uninterrupted one.
         generator=torch.Generator(),
-        prefetch_factor=4 if config.workers > 0 else None,
+        prefetch_factor=4 if workers > 0 else None,
     )
     steps_per_epoch = len(train_set) // per_step
     total_steps = steps_per_epoch * config.epochs

@@ -83,7 +83,8 @@ def test_fit_writes_checkpoints_progress_and_metadata(tmp_path):
     assert set(epoch["per_level_miou"]) == {"fast", "accurate"}
     ckpt = load_checkpoint(Path(config.out) / "best.safetensors")
     meta = ckpt.metadata
-    assert meta["model"] == "unetpp" and meta["train_config"]["model_kwargs"] == {"base_width": 4}
+    assert meta["model"] == "unetpp"
+    assert meta["train_config"]["model_kwargs"] == get_model_config("unetpp").tiny_kwargs
     assert meta["label_set"]["name"] == "cityscapes19" and meta["input_size"] == [32, 64]
     assert meta["metrics"]["best"]["per_level"]["fast"]["1"]["miou"] >= 0
     assert meta["dataset_fingerprint"] and meta["versions"]["torch"]
