@@ -238,7 +238,10 @@ def large_view(photo: ui.Photo, chosen: list[dict], loaded: dict) -> list[str]:
 
 def comparison(photo: ui.Photo, pair: list[str], loaded: dict, labels: dict) -> None:
     """Where only one of two models is right, against the photo's ground truth."""
-    results = [model_result(path, photo, loaded) for path in pair]
+    try:
+        results = [model_result(path, photo, loaded) for path in pair]
+    except (RuntimeError, ValueError):
+        return  # the model's panel names the error
     label_set = results[0][0].label_set
     truth = ui.truth_for(photo, label_set)
     if truth is None or results[1][0].label_set.names != label_set.names:

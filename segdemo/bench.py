@@ -343,3 +343,120 @@ def format_train_table(rows: list[dict]) -> str:
             + (f"; bf16 matmul peak {peak:.0f} GFLOP/s." if peak else ".")
         )
     return "\n".join(lines)
+
+
+def _video_segmenters(checkpoints: Sequence, device: str, precision: str) -> list[list]:
+    """Per checkpoint: a Segmenter at every inference setting, the app's opening one first
+    (the deepest level in the mode that validated better; the plain forward for a model
+    without levels)."""
+    from segdemo.inference import Segmenter, default_mode
+    from segdemo.models import pruning_levels
+
+    per_checkpoint = []
+    for ckpt in checkpoints:
+        model, dev, prec = prepare_model(ckpt.model, device, precision)
+        levels = pruning_levels(model)
+
+        def make(mode, level, ckpt=ckpt, model=model, dev=dev, prec=prec):
+            name = ckpt.path.stem
+            return Segmenter(name, model, ckpt.input_size, ckpt.label_set, dev, prec, mode, level)
+
+        if not levels:
+            per_checkpoint.append([make(None, None)])
+            continue
+        opening = default_mode(ckpt.metadata, levels)
+        settings = [(opening, levels)] + [
+            (mode, level)
+            for mode in ("fast", "accurate")
+            for level in range(1, levels + 1)
+            if (mode, level) != (opening, levels)
+        ]
+        per_checkpoint.append([make(mode, level) for mode, level in settings])
+    return per_checkpoint
+
+
+def bench_video(
+    checkpoint_paths: Sequence[str],
+    seconds: float = 10.0,
+    fps: float = 10.0,
+    size: tuple[int, int] = (360, 640),
+    device: str = "auto",
+    precision: str = "auto",
+    workdir: str | None = None,
+) -> dict:
+    """Video throughput of checkpoints, the way the Segment page's video section runs them.
+
+    A ``seconds``-long synthetic drive clip (``size`` = H x W, ``fps`` frames a second,
+    WebM) is segmented by each checkpoint alone at every inference setting (fast and
+    accurate L1..Lk for U-Net++; warm frames per second, the first frame left out), then
+    by all checkpoints together at their opening settings in the photo | masks layout,
+    which is what the page does after an upload: ``wall_s`` there is the time from the
+    uploaded file to a playable WebM (reading, segmenting, composing, encoding).
+    """
+    import tempfile
+    from pathlib import Path
+
+    from segdemo.checkpoints import load_checkpoint
+    from segdemo.video import drive_clip, segment_video
+
+    checkpoints = [load_checkpoint(path) for path in checkpoint_paths]
+    per_checkpoint = _video_segmenters(checkpoints, device, precision)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        clip = drive_clip(Path(tmp) / "drive.webm", seconds=seconds, fps=fps, size=size)
+        rows = []
+        for segmenters in per_checkpoint:
+            for segmenter in segmenters:
+                result = segment_video(clip, Path(tmp) / "one.webm", [segmenter], "overlay",
+                                       max_fps=fps)  # fmt: skip
+                (model,) = result.models
+                rows.append({
+                    "checkpoint": segmenter.name, "mode": segmenter.mode,
+                    "level": segmenter.level, "fps": model["fps"],
+                    "ms_per_frame": model["ms_per_frame"], "frames": result.frames,
+                })  # fmt: skip
+        together = [segmenters[0] for segmenters in per_checkpoint]
+        labels = {s.label_set.name for s in together}
+        all_models = None
+        if len(labels) == 1:
+            result = segment_video(clip, Path(tmp) / "all.webm", together, "masks",
+                                   max_fps=fps)  # fmt: skip
+            all_models = {
+                "models": [s.title for s in together], "wall_s": result.wall_seconds,
+                "frames": result.frames, "width": result.width, "height": result.height,
+                "fps": [m["fps"] for m in result.models],
+            }  # fmt: skip
+    device_text = runtime.describe(together[0].device, together[0].precision) if together else ""
+    return {
+        "clip": {"seconds": seconds, "fps": fps, "size": list(size)},
+        "device": device_text,
+        "rows": rows,
+        "together": all_models,
+    }
+
+
+def format_video_table(result: dict) -> str:
+    """Markdown table of ``bench_video``'s result."""
+    lines = [
+        "| checkpoint | setting | frames/s | ms per frame |",
+        "|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        setting = f"{row['mode']} L{row['level']}" if row["level"] is not None else "-"
+        fps = "-" if row["fps"] is None else f"{row['fps']:.1f}"
+        ms = "-" if row["ms_per_frame"] is None else f"{row['ms_per_frame']:.0f}"
+        lines.append(f"| {row['checkpoint']} | {setting} | {fps} | {ms} |")
+    clip = result["clip"]
+    height, width = clip["size"]
+    lines.append("")
+    lines.append(
+        f"A {clip['seconds']:g} s synthetic drive clip, {width}x{height} at {clip['fps']:g} "
+        f"frames/s, each checkpoint alone (overlay layout); {result['device']}."
+    )
+    together = result["together"]
+    if together:
+        lines.append(
+            f"All together ({', '.join(together['models'])}; photo | masks, "
+            f"{together['width']}x{together['height']}): {together['frames']} frames, "
+            f"{together['wall_s']:.1f} s from the clip to a playable WebM."
+        )
+    return "\n".join(lines)

@@ -212,6 +212,20 @@ def segment_image(
     return mask_to_size(mask, tuple(image_rgb_uint8.shape[:2])).numpy()
 
 
+def default_mode(metadata: dict, num_levels: int) -> str:
+    """The U-Net++ mode a checkpoint opens in: the one with the higher validation mIoU at
+    the full level, as stored by training, else ``"accurate"`` (the paper's choice).
+    Averaging the heads is not always better: a weak shallow head can pull it down."""
+    per_level = (((metadata.get("metrics") or {}).get("best") or {}).get("per_level")) or {}
+    scores = {
+        mode: ((per_level.get(mode) or {}).get(str(num_levels)) or {}).get("miou")
+        for mode in ("accurate", "fast")
+    }
+    if None in scores.values():
+        return "accurate"
+    return max(scores, key=lambda mode: scores[mode])  # ties keep "accurate"
+
+
 @dataclass(frozen=True)
 class Segmenter:
     """One prepared model at one inference setting: a photo in, its mask out.

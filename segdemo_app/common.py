@@ -24,7 +24,7 @@ import torch
 
 from segdemo import runtime
 from segdemo.checkpoints import CheckpointError, load_checkpoint, scan_checkpoints
-from segdemo.inference import prepare_model, pruning_kwargs
+from segdemo.inference import default_mode, prepare_model, pruning_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 # Bundled checkpoints ship with the repository; runs started from the app land in runs/.
@@ -135,20 +135,6 @@ def dataset_description(metadata: dict) -> str | None:
             fmt = detect_format(data)
     folder = Path(data).name or data
     return folder if fmt == "auto" else f"{fmt} · {folder}"
-
-
-def default_mode(metadata: dict, num_levels: int) -> str:
-    """The U-Net++ mode a checkpoint opens in: the one with the higher validation mIoU at
-    the full level, as stored by training, else ``"accurate"`` (the paper's choice).
-    Averaging the heads is not always better: a weak shallow head can pull it down."""
-    per_level = (((metadata.get("metrics") or {}).get("best") or {}).get("per_level")) or {}
-    scores = {
-        mode: ((per_level.get(mode) or {}).get(str(num_levels)) or {}).get("miou")
-        for mode in ("accurate", "fast")
-    }
-    if None in scores.values():
-        return "accurate"
-    return max(scores, key=lambda mode: scores[mode])  # ties keep "accurate"
 
 
 def stored_metrics(metadata: dict) -> tuple[dict, str | None]:

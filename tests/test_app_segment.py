@@ -64,7 +64,8 @@ def model_images(at: AppTest) -> list:
 def test_example_gallery_shows_one_mask_per_model(app_dirs):
     at = run_app()
     assert not at.exception and not at.error
-    from segdemo_app.common import default_mode, stored_metrics
+    from segdemo.inference import default_mode
+    from segdemo_app.common import stored_metrics
 
     bundled = [str(app_dirs["bundled"] / f"{name}.safetensors") for name in ("unet", "unetpp")]
     bundled.sort(key=lambda p: -stored_metrics(load_checkpoint(p).metadata)[0]["miou"])
@@ -269,7 +270,7 @@ def test_pretrained_flagship_kind_of_checkpoint_prunes_live(app_dirs):
 
 
 def test_default_mode_is_the_better_one_at_the_full_level():
-    from segdemo_app.common import default_mode
+    from segdemo.inference import default_mode
 
     def meta(fast, accurate):
         levels = {"fast": {"4": {"miou": fast}}, "accurate": {"4": {"miou": accurate}}}

@@ -111,3 +111,29 @@ def test_bench_train_times_a_training_step_and_counts_its_flops():
     # The nested decoder does more work than the plain one at the same width.
     assert rows[1]["gflop_per_step"] > rows[0]["gflop_per_step"]
     assert "fraction of bf16 peak" in format_train_table(rows)
+
+
+def test_bench_video_times_every_setting_and_all_models_together(tiny_checkpoints, tmp_path):
+    from segdemo.bench import bench_video, format_video_table
+    from segdemo.checkpoints import load_checkpoint
+    from segdemo.models import pruning_levels
+
+    paths = [str(tiny_checkpoints["unet"]), str(tiny_checkpoints["unetpp"])]
+    levels = pruning_levels(load_checkpoint(paths[1]).model)
+    result = bench_video(paths, seconds=1.0, fps=4.0, size=(48, 96), device="cpu",
+                         precision="fp32", workdir=str(tmp_path))  # fmt: skip
+    rows = result["rows"]
+    # U-Net: its one forward; U-Net++: fast and accurate at every level, opening one first.
+    assert [(r["checkpoint"], r["level"]) for r in rows][0] == ("unet", None)
+    settings = {(r["mode"], r["level"]) for r in rows[1:]}
+    assert settings == {(m, k) for m in ("fast", "accurate") for k in range(1, levels + 1)}
+    assert rows[1]["level"] == levels and len(rows) == 1 + 2 * levels
+    for row in rows:
+        assert row["frames"] == 4 and row["fps"] > 0
+        assert row["ms_per_frame"] == pytest.approx(1000 / row["fps"])
+    together = result["together"]
+    assert together["frames"] == 4 and len(together["fps"]) == 2 and together["wall_s"] > 0
+    assert together["width"] > 2 * 96  # the photo and two masks side by side
+    table = format_video_table(result)
+    assert f"| unetpp | fast L{levels} |" in table and "to a playable WebM" in table
+    assert list(tmp_path.iterdir()) == []  # the clip and the videos are cleaned up

@@ -187,6 +187,9 @@ def assert_no_errors(page) -> None:
 def test_upload_masks_and_live_pruning_level(server, browser_page, tmp_path, record_property):
     page = browser_page
     page.set_viewport_size({"width": 1500, "height": 1900})  # controls, large view and grid
+    elsewhere = []  # the app, its component included, fetches nothing from anywhere else
+    page.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:")) else
+            elsewhere.append(r.url))  # fmt: skip
     page.goto(server)
     page.get_by_text("Segment street photos").wait_for()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
@@ -296,6 +299,7 @@ def test_upload_masks_and_live_pruning_level(server, browser_page, tmp_path, rec
     )
     assert lit == ["0,0", "0,1", "1,0"], lit
     assert_no_errors(page)
+    assert not elsewhere, elsewhere
     save_screenshot(page, tmp_path, "segment-level1.png")
     save_element(column.first, tmp_path, "segment-panel-level1.png")
 

@@ -1,6 +1,10 @@
 """Evaluation against hand-computed numbers, at native resolution, image by image, for every
 U-Net++ level."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -216,11 +220,18 @@ def _distributed_worker(rank: int, world: int, store: str, out: str) -> None:
 def test_distributed_evaluation_gathers_every_image_even_on_a_rank_without_any(tmp_path):
     import json
 
-    import torch.multiprocessing as mp
-
-    mp.spawn(
-        _distributed_worker, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True
+    # Spawned from a fresh interpreter: a spawned process re-imports the parent's __main__,
+    # which after an app test in this process is a Streamlit page.
+    spawn = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import torch.multiprocessing as mp; "
+        "from test_evaluate import _distributed_worker as w; "
+        "mp.spawn(w, args=(2, sys.argv[2], sys.argv[3]), nprocs=2, join=True)"
     )
+    here = str(Path(__file__).parent)
+    subprocess.run(
+        [sys.executable, "-c", spawn, here, str(tmp_path / "store"), str(tmp_path)],
+        check=True, timeout=300,
+    )  # fmt: skip
     rng = np.random.default_rng(0)
     masks = [rng.integers(0, 2, (4, 6)) for _ in range(3)]
     for rank in (0, 1):

@@ -16,9 +16,22 @@ TRAIN_MODELS = (
 
 
 def cmd_bench(args) -> int:
-    from segdemo.bench import bench_train, format_bench_table, format_train_table, run_bench
+    from segdemo.bench import (
+        bench_train,
+        bench_video,
+        format_bench_table,
+        format_train_table,
+        format_video_table,
+        run_bench,
+    )
 
     args.size_given = args.size is not None
+    if args.video:
+        size = args.size or (360, 640)
+        result = bench_video(args.video, seconds=args.seconds, size=size,
+                             device=args.device)  # fmt: skip
+        print(json.dumps(result, indent=2) if args.json else format_video_table(result))
+        return 0
     args.size = args.size or (256, 512)
     if args.train:
         specs = args.model or list(TRAIN_MODELS)
@@ -55,4 +68,11 @@ def add_parsers(sub) -> None:
         "unetpp_ds:encoder=timm-tf_efficientnet_lite0 (default: the bundled models and "
         "smp's U-Net and U-Net++ on the same encoder)",
     )  # fmt: skip
+    be.add_argument(
+        "--video", action="append", metavar="CKPT",
+        help="time video segmentation instead (repeatable): frames/s of each checkpoint at "
+        "every setting on a synthetic drive clip (--size, default 360x640), and the time "
+        "from clip to playable WebM with all of them together",
+    )  # fmt: skip
+    be.add_argument("--seconds", type=float, default=10.0, help="--video: clip length")
     be.set_defaults(func=cmd_bench)
