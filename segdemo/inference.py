@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from segdemo import runtime
 from segdemo.images import resize_image
 from segdemo.models.registry import forward_kwargs, pruning_levels
+from segdemo.tta import NO_TTA, TTA, average_probabilities, probabilities
 
 __all__ = [
     "Segmenter",
@@ -129,14 +130,24 @@ def predict_mask(
     images: Tensor,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    tta: TTA = NO_TTA,
     **forward_kwargs,
 ) -> Tensor:
-    """Class index per pixel, the argmax of ``predict_logits``.
+    """Class index per pixel, the argmax of ``predict_logits``, or with test-time
+    augmentation (``tta``, see ``segdemo.tta``) of the class probabilities averaged over
+    its views.
 
     Shape:
         ``(N, 3, H, W) -> (N, H, W)`` int64.
     """
-    return predict_logits(model, images, device, precision, **forward_kwargs).argmax(dim=1)
+    if not tta.enabled:
+        return predict_logits(model, images, device, precision, **forward_kwargs).argmax(dim=1)
+
+    def predict(view: Tensor) -> dict:
+        return {None: probabilities(predict_logits(model, view, device, precision,
+                                                   **forward_kwargs))}  # fmt: skip
+
+    return average_probabilities(predict, images, tta)[None].argmax(dim=1)
 
 
 def preprocess(
@@ -200,6 +211,7 @@ def segment_image(
     size: tuple[int, int] | None,
     device: str | torch.device | None = None,
     precision: str = "fp32",
+    tta: TTA = NO_TTA,
     **forward_kwargs,
 ) -> np.ndarray:
     """Photo in, class-index mask at the photo's size out (what the app shows).
@@ -208,7 +220,7 @@ def segment_image(
         ``(H, W, 3)`` uint8 -> ``(H, W)`` int64.
     """
     x = preprocess(image_rgb_uint8, size, model.normalization)
-    mask = predict_mask(model, x, device, precision, **forward_kwargs)[0].cpu()
+    mask = predict_mask(model, x, device, precision, tta, **forward_kwargs)[0].cpu()
     return mask_to_size(mask, tuple(image_rgb_uint8.shape[:2])).numpy()
 
 
@@ -242,11 +254,15 @@ class Segmenter:
     precision: str = "fp32"
     mode: str | None = None
     level: int | None = None
+    tta: TTA = NO_TTA
 
     @property
     def setting(self) -> str:
-        """``"fast L3"``, or ``""`` for a model without pruning levels."""
-        return f"{self.mode} L{self.level}" if self.level is not None else ""
+        """``"fast L3"``, ``"fast L3 + TTA flip,0.75,1.25"``, or ``""`` for a plain model."""
+        parts = [f"{self.mode} L{self.level}"] if self.level is not None else []
+        if self.tta.enabled:
+            parts.append(f"TTA {self.tta.describe()}")
+        return " + ".join(parts)
 
     @property
     def title(self) -> str:
@@ -263,6 +279,7 @@ class Segmenter:
             self.input_size,
             self.device,
             self.precision,
+            self.tta,
             **self.forward_kwargs(),
         )
         return mask.astype(np.uint8)

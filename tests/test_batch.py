@@ -124,3 +124,27 @@ def test_predict_a_folder_without_overwriting(tiny_checkpoint, tmp_path, capsys)
     assert main(["predict", "--ckpt", str(tiny_checkpoint), str(tmp_path / "missing"),
                  "--out", str(out2)]) == 2  # fmt: skip
     assert "missing does not exist" in capsys.readouterr().err
+
+
+def test_predict_with_test_time_augmentation_writes_the_averaged_mask(tiny_checkpoint, tmp_path):
+    from segdemo.checkpoints import load_checkpoint
+    from segdemo.inference import Segmenter, prepare_model
+    from segdemo.tta import TTA
+
+    image = photo(20, 30, 3)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(image).save(tmp_path / "in" / "x.png")
+    code = main(["predict", "--ckpt", str(tiny_checkpoint), str(tmp_path / "in" / "x.png"),
+                 "--out", str(tmp_path / "out"), "--precision", "fp32", "--mode", "fast",
+                 "--tta", "flip,0.5"])  # fmt: skip
+    assert code == 0
+    written = np.asarray(Image.open(tmp_path / "out" / "x_trainids.png"))
+    ckpt = load_checkpoint(tiny_checkpoint)
+    model, device, _ = prepare_model(ckpt.model, "cpu", "fp32")
+    levels = 4
+    args = ("tiny", model, ckpt.input_size, ckpt.label_set, device, "fp32", "fast", levels)
+    with_tta = Segmenter(*args, TTA.parse("flip,0.5"))
+    assert with_tta.setting == "fast L4 + TTA flip,0.5"
+    assert (written == with_tta(image)).all()
+    assert main(["predict", "--ckpt", str(tiny_checkpoint), str(tmp_path / "in"), "--out",
+                 str(tmp_path / "o2"), "--tta", "mirror"]) == 2  # fmt: skip

@@ -65,3 +65,15 @@ def test_evaluation_with_tta_scores_every_setting_and_says_so(tmp_path):
     augmented = evaluate_per_image(asymmetric, dataset, tta=TTA(flip=True), **kwargs)
     assert augmented.per_image().sum() == plain.per_image().sum()
     assert not (augmented.per_image() == plain.per_image()).all()
+
+
+def test_predict_mask_with_tta_is_the_argmax_of_the_averaged_probabilities():
+    from segdemo.inference import predict_mask
+
+    model = _LeftRight()
+    x = torch.randn(1, 3, 6, 10)
+    plain = predict_mask(model, x, "cpu", "fp32")
+    flipped = predict_mask(model, x, "cpu", "fp32", TTA(flip=True))
+    expected = (probabilities(model(x)) + probabilities(model(x.flip(-1))).flip(-1)) / 2
+    assert torch.equal(flipped, expected.argmax(dim=1))
+    assert torch.equal(plain, model(x).argmax(dim=1)) and not torch.equal(plain, flipped)

@@ -188,7 +188,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _add_tta(parser) -> None:
+def add_tta_argument(parser) -> None:
     parser.add_argument(
         "--tta", metavar="SPEC",
         help="test-time augmentation: 'flip' and scale factors, e.g. 'flip,0.75,1.25', or "
@@ -219,7 +219,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--per-image", action="store_true",
                     help="one row per image: path, mIoU and pixel accuracy")  # fmt: skip
     ev.add_argument("--json", action="store_true")
-    _add_tta(ev)
+    add_tta_argument(ev)
     ev.add_argument("--confusion", action="store_true", help="include the confusion matrix in JSON")
     ev.set_defaults(func=cmd_eval)
 
@@ -244,7 +244,7 @@ def add_parsers(sub) -> None:
     _add_bootstrap(cp)
     cp.add_argument("--per-image", action="store_true", help="each model's mIoU per image")
     cp.add_argument("--json", action="store_true")
-    _add_tta(cp)
+    add_tta_argument(cp)
     cp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="evaluate checkpoints and write the results tables/figures")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from segdemo.cli.evaluation import add_tta_argument
+
 
 def cmd_predict(args) -> int:
     from segdemo import viz
@@ -13,6 +15,7 @@ def cmd_predict(args) -> int:
     from segdemo.images import load_image
     from segdemo.inference import Segmenter, prepare_model
     from segdemo.models import pruning_levels
+    from segdemo.tta import TTA
 
     paths, keep = iter_inputs(args.images)
     stems = output_stems(paths, keep)
@@ -24,9 +27,8 @@ def cmd_predict(args) -> int:
         if not levels:
             raise ValueError(f"{ckpt.path.name} holds a {ckpt.metadata['model']} without levels")
         mode, level = args.mode or "accurate", args.level or levels
-    segmenter = Segmenter(
-        ckpt.path.stem, model, ckpt.input_size, ckpt.label_set, device, precision, mode, level
-    )
+    segmenter = Segmenter(ckpt.path.stem, model, ckpt.input_size, ckpt.label_set, device,
+                          precision, mode, level, TTA.parse(args.tta))  # fmt: skip
     segmenter.forward_kwargs()  # a level the model does not have fails here, before any work
     out = Path(args.out)
     failures = 0
@@ -82,6 +84,7 @@ def add_parsers(sub) -> None:
     pr.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    add_tta_argument(pr)
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="export a checkpoint: ONNX, fp16 safetensors, smp layout")
