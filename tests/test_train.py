@@ -17,6 +17,7 @@ from segdemo.train import TrainConfig, fit, lr_factor, read_progress
 
 REPO = Path(__file__).resolve().parents[1]
 
+
 def tiny_config(tmp_path, model="unet", **overrides) -> TrainConfig:
     values = dict(
         data="synthetic",
