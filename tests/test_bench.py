@@ -121,7 +121,7 @@ def test_bench_video_times_every_setting_and_all_models_together(tiny_checkpoint
     paths = [str(tiny_checkpoints["unet"]), str(tiny_checkpoints["unetpp"])]
     levels = pruning_levels(load_checkpoint(paths[1]).model)
     result = bench_video(paths, seconds=1.0, fps=4.0, size=(48, 96), device="cpu",
-                         precision="fp32", workdir=str(tmp_path))  # fmt: skip
+                         precision="fp32", workdir=str(tmp_path), rounds=2)  # fmt: skip
     rows = result["rows"]
     # U-Net: its one forward; U-Net++: fast and accurate at every level, opening one first.
     assert [(r["checkpoint"], r["level"]) for r in rows][0] == ("unet", None)
@@ -129,7 +129,8 @@ def test_bench_video_times_every_setting_and_all_models_together(tiny_checkpoint
     assert settings == {(m, k) for m in ("fast", "accurate") for k in range(1, levels + 1)}
     assert rows[1]["level"] == levels and len(rows) == 1 + 2 * levels
     for row in rows:
-        assert row["frames"] == 4 and row["fps"] > 0
+        assert row["frames"] == 4 and row["fps"] > 0 and len(row["fps_runs"]) == 2
+        assert min(row["fps_runs"]) <= row["fps"] <= max(row["fps_runs"])
         assert row["ms_per_frame"] == pytest.approx(1000 / row["fps"])
     together = result["together"]
     assert together["frames"] == 4 and len(together["fps"]) == 2 and together["wall_s"] > 0
