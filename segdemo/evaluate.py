@@ -315,6 +315,101 @@ def _gather(local: dict[str, Any]) -> list[dict[str, Any]]:
     return gathered
 
 
+def _shard(dataset, max_items: int | None, distributed: bool) -> tuple[Any, int, int]:
+    """The images this rank scores, with its ``rank`` and the ``world`` size: the first
+    ``max_items`` images and, under an initialised ``torch.distributed``, every
+    ``world``-th of them from ``rank`` (else all of them, as rank 0 of 1)."""
+    if max_items is not None:
+        dataset = Subset(dataset, range(min(max_items, len(dataset))))
+    total = len(dataset)
+    rank, world = 0, 1
+    if distributed and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        dataset = Subset(dataset, range(rank, total, world))
+    return dataset, rank, world
+
+
+def _requested_setting(model: torch.nn.Module, mode: str | None, level: int | None) -> Setting:
+    """The one U-Net++ setting ``mode`` and ``level`` ask for (``pruning_kwargs`` fills in
+    a missing one); ``(None, None)`` when neither is given.
+
+    Raises:
+        ValueError: a mode or level for a model without pruning levels.
+    """
+    if mode is None and level is None:
+        return (None, None)
+    if not pruning_levels(model):
+        raise ValueError(f"{getattr(model, 'model_name', 'this model')} has no pruning levels")
+    kwargs = pruning_kwargs(model, mode, level)
+    return (kwargs["mode"], kwargs["level"])
+
+
+def _score_items(
+    items: _EvalItems,
+    labels_of: Callable[[torch.Tensor, tuple[int, int]], dict[Setting, torch.Tensor]],
+    label_set,
+    device: torch.device,
+    *,
+    rank: int,
+    world: int,
+    batch_size: int,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> dict[str, Any]:
+    """This rank's per-image results, in the order read: ``positions`` in the whole
+    evaluation set, ``paths`` and ``confusion`` (setting -> ``(images, C, C)`` int32).
+
+    ``labels_of(images, native_size)`` gives every setting's predicted classes at the
+    labels' resolution (:func:`_native_labels`)."""
+    local: dict[str, Any] = {"positions": [], "paths": [], "confusion": {}}
+    loader = DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=_list_collate)
+    done = 0
+    for batch in loader:
+        # Group by native size so that every group stacks into one batch.
+        groups: dict[tuple[int, int], list] = {}
+        for item in batch:
+            groups.setdefault(tuple(item["mask"].shape[-2:]), []).append(item)
+        for native_size, group in groups.items():
+            images = torch.stack([it["image"] for it in group]).to(device)
+            target = torch.stack([it["mask"] for it in group])
+            for key, labels in labels_of(images, native_size).items():
+                matrices = confusion_per_image(
+                    labels, target, len(label_set.names), label_set.ignore_index
+                )
+                # int32 holds the pixel count of any photo (2**31 pixels is 46k x 46k).
+                local["confusion"].setdefault(key, []).append(matrices.numpy().astype(np.int32))
+            # A rank's i-th item is the (rank + i * world)-th of the whole evaluation set.
+            local["positions"] += [rank + it["position"] * world for it in group]
+            local["paths"] += [it["path"] for it in group]
+        done += len(batch)
+        if progress is not None:
+            progress(done, len(items))
+    local["confusion"] = {k: np.concatenate(v) for k, v in local["confusion"].items()}
+    return local
+
+
+def _merge(
+    parts: list[dict[str, Any]],
+) -> tuple[list[int], list[str], dict[Setting, np.ndarray]]:
+    """Every rank's results (:func:`_score_items`) as one evaluation set, in its order:
+    the images' positions, their paths and the confusion matrices of every setting.
+
+    Raises:
+        ValueError: no rank read a single image.
+    """
+    positions = [p for part in parts for p in part["positions"]]
+    if not positions:
+        raise ValueError("the evaluation set yielded no readable images")
+    order = np.argsort(positions, kind="stable")
+    keys = next(part["confusion"] for part in parts if part["confusion"]).keys()
+    confusion = {
+        key: np.concatenate([part["confusion"][key] for part in parts if part["positions"]])[order]
+        for key in keys
+    }
+    paths = [p for part in parts for p in part["paths"]]
+    return [positions[i] for i in order], [paths[i] for i in order], confusion
+
+
 @torch.inference_mode()
 def evaluate_per_image(
     model: torch.nn.Module,
@@ -357,70 +452,33 @@ def evaluate_per_image(
     precision = runtime.resolve_precision(precision, device)
     label_set = _label_set_of(dataset)
     names = list(label_set.names)
-    if max_items is not None:
-        dataset = Subset(dataset, range(min(max_items, len(dataset))))
-    total = len(dataset)
-    rank, world = 0, 1
-    if distributed and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-        dataset = Subset(dataset, range(rank, total, world))
+    dataset, rank, world = _shard(dataset, max_items, distributed)
     items = _EvalItems(dataset, input_size)
 
     was_training = model.training
     model.eval()
     levels = pruning_levels(model)
-    setting: Setting = (None, None)
-    if mode is not None or level is not None:
-        if not levels:
-            raise ValueError(f"{getattr(model, 'model_name', 'this model')} has no pruning levels")
-        kwargs = pruning_kwargs(model, mode, level)
-        setting = (kwargs["mode"], kwargs["level"])
+    setting = _requested_setting(model, mode, level)
     per_level = levels > 0 and setting == (None, None)
 
-    local: dict[str, Any] = {"positions": [], "paths": [], "confusion": {}}
-    loader = DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=_list_collate)
-    done = 0
-    for batch in loader:
-        # Group by native size so that every group stacks into one batch.
-        groups: dict[tuple[int, int], list] = {}
-        for item in batch:
-            groups.setdefault(tuple(item["mask"].shape[-2:]), []).append(item)
-        for native_size, group in groups.items():
-            images = torch.stack([it["image"] for it in group]).to(device)
-            target = torch.stack([it["mask"] for it in group])
-            predictions = _native_labels(
-                model, images, per_level, setting, native_size, device, precision, tta
-            )
-            for key, labels in predictions.items():
-                matrices = confusion_per_image(labels, target, len(names), label_set.ignore_index)
-                # int32 holds the pixel count of any photo (2**31 pixels is 46k x 46k).
-                local["confusion"].setdefault(key, []).append(matrices.numpy().astype(np.int32))
-            # A rank's i-th item is the (rank + i * world)-th of the whole evaluation set.
-            local["positions"] += [rank + it["position"] * world for it in group]
-            local["paths"] += [it["path"] for it in group]
-        done += len(batch)
-        if progress is not None:
-            progress(done, len(items))
+    def labels_of(images: torch.Tensor, native_size: tuple[int, int]) -> dict:
+        return _native_labels(
+            model, images, per_level, setting, native_size, device, precision, tta
+        )
+
+    local = _score_items(
+        items, labels_of, label_set, device, rank=rank, world=world, batch_size=batch_size,
+        workers=workers, progress=progress,
+    )  # fmt: skip
     model.train(was_training)
 
-    local["confusion"] = {k: np.concatenate(v) for k, v in local["confusion"].items()}
-    parts = _gather(local) if distributed else [local]
-    positions = [p for part in parts for p in part["positions"]]
-    if not positions:
-        raise ValueError("the evaluation set yielded no readable images")
-    order = np.argsort(positions, kind="stable")
-    keys = next(part["confusion"] for part in parts if part["confusion"]).keys()
-    confusion = {
-        key: np.concatenate([part["confusion"][key] for part in parts if part["positions"]])[order]
-        for key in keys
-    }
+    indices, paths, confusion = _merge(_gather(local) if distributed else [local])
     if per_level:
         confusion = {s: confusion[s] for s in inference_settings(model)}
-    paths = [p for part in parts for p in part["paths"]]
     return Evaluation(
         class_names=names,
-        indices=[positions[i] for i in order],
-        paths=[paths[i] for i in order],
+        indices=indices,
+        paths=paths,
         confusion=confusion,
         default=("accurate", levels) if per_level else setting,
         eval_time_s=time.perf_counter() - start,
@@ -533,6 +591,44 @@ def compare_evaluations(
         ValueError: fewer than one model, duplicate names, or models scored on different
             images or label sets.
     """
+    reference = _check_comparable(models, reference)
+    first = models[0][1]
+    class_names = first.class_names
+    rows = [
+        _model_row(name, evaluation, setting, class_names, resamples, seed)
+        for name, evaluation, setting in models
+    ]
+    by_name = {name: (evaluation, setting) for name, evaluation, setting in models}
+    ref_evaluation, ref_setting = by_name[reference]
+    ref_matrices = ref_evaluation.per_image(ref_setting)
+    comparisons = [
+        _comparison_row(name, evaluation, setting, reference, ref_matrices, class_names,
+                        resamples, seed)
+        for name, evaluation, setting in models
+        if name != reference
+    ]  # fmt: skip
+    result = {
+        "images": first.images,
+        "class_names": list(class_names),
+        "reference": reference,
+        "bootstrap": {"resamples": resamples, "seed": seed},
+        "models": rows,
+        "comparisons": comparisons,
+    }
+    if per_image:
+        result["per_image"] = _paired_image_rows(models)
+    return result
+
+
+def _check_comparable(
+    models: Sequence[tuple[str, Evaluation, Setting]], reference: str | None
+) -> str:
+    """The reference's name (default: the first model's), once the models are known to be
+    comparable: at least one, distinct names, the same images and label set.
+
+    Raises:
+        ValueError: naming what differs.
+    """
     if not models:
         raise ValueError("nothing to compare")
     names = [name for name, _, _ in models]
@@ -554,70 +650,83 @@ def compare_evaluations(
                 f"{name} was scored on {evaluation.images} images and {first_name} on "
                 f"{first.images}, not the same ones: compare models on the same images"
             )
-    class_names = first.class_names
-    rows = []
-    for name, evaluation, setting in models:
-        ci = stats.bootstrap_ci(
-            evaluation.per_image(setting), class_names=class_names, resamples=resamples, seed=seed
-        )
-        rows.append(
-            {
-                "name": name,
-                "checkpoint": evaluation.info.get("checkpoint"),
-                "model": evaluation.info.get("model"),
-                "mode": setting[0],
-                "level": setting[1],
-                **{k: ci[k] for k in _MODEL_KEYS},
-            }
-        )
-    by_name = {name: (evaluation, setting) for name, evaluation, setting in models}
-    ref_matrices = by_name[reference][0].per_image(by_name[reference][1])
-    comparisons = []
-    for name, evaluation, setting in models:
-        if name == reference:
-            continue
-        diff = stats.paired_difference(
-            evaluation.per_image(setting),
-            ref_matrices,
-            class_names=class_names,
-            resamples=resamples,
-            seed=seed,
-        )
-        comparisons.append(
-            {
-                "name": name,
-                "reference": reference,
-                **{k: v for k, v in diff.items() if k not in ("images", "resamples", "seed")},
-                "sentence": stats.describe_difference(
-                    name, reference, diff["miou_diff"], diff["miou_diff_ci95"]
-                ),
-            }
-        )
-    result = {
-        "images": first.images,
-        "class_names": list(class_names),
-        "reference": reference,
-        "bootstrap": {"resamples": resamples, "seed": seed},
-        "models": rows,
-        "comparisons": comparisons,
+    return reference
+
+
+def _model_row(
+    name: str,
+    evaluation: Evaluation,
+    setting: Setting,
+    class_names: list[str],
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """One model's entry of ``models``: where it comes from, its setting and its metrics
+    with bootstrap intervals (``_MODEL_KEYS``)."""
+    ci = stats.bootstrap_ci(
+        evaluation.per_image(setting), class_names=class_names, resamples=resamples, seed=seed
+    )
+    return {
+        "name": name,
+        "checkpoint": evaluation.info.get("checkpoint"),
+        "model": evaluation.info.get("model"),
+        "mode": setting[0],
+        "level": setting[1],
+        **{k: ci[k] for k in _MODEL_KEYS},
     }
-    if per_image:
-        scores = {
-            name: stats.per_image_scores(evaluation.per_image(setting))
-            for name, evaluation, setting in models
+
+
+def _comparison_row(
+    name: str,
+    evaluation: Evaluation,
+    setting: Setting,
+    reference: str,
+    ref_matrices: np.ndarray,
+    class_names: list[str],
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """One model against the reference's per-image matrices: the paired differences
+    (``stats.paired_difference``) and a sentence that reads them."""
+    diff = stats.paired_difference(
+        evaluation.per_image(setting),
+        ref_matrices,
+        class_names=class_names,
+        resamples=resamples,
+        seed=seed,
+    )
+    return {
+        "name": name,
+        "reference": reference,
+        **{k: v for k, v in diff.items() if k not in ("images", "resamples", "seed")},
+        "sentence": stats.describe_difference(
+            name, reference, diff["miou_diff"], diff["miou_diff_ci95"]
+        ),
+    }
+
+
+def _paired_image_rows(
+    models: Sequence[tuple[str, Evaluation, Setting]],
+) -> list[dict[str, Any]]:
+    """One row per image: ``index``, ``path``, and ``miou`` / ``pixel_accuracy`` as
+    model name -> that image's score."""
+    names = [name for name, _, _ in models]
+    first = models[0][1]
+    scores = {
+        name: stats.per_image_scores(evaluation.per_image(setting))
+        for name, evaluation, setting in models
+    }
+    return [
+        {
+            "index": index,
+            "path": path,
+            **{
+                metric: {name: _finite(scores[name][metric][i]) for name in names}
+                for metric in ("miou", "pixel_accuracy")
+            },
         }
-        result["per_image"] = [
-            {
-                "index": index,
-                "path": path,
-                **{
-                    metric: {name: _finite(scores[name][metric][i]) for name in names}
-                    for metric in ("miou", "pixel_accuracy")
-                },
-            }
-            for i, (index, path) in enumerate(zip(first.indices, first.paths, strict=True))
-        ]
-    return result
+        for i, (index, path) in enumerate(zip(first.indices, first.paths, strict=True))
+    ]
 
 
 _MODEL_KEYS = (

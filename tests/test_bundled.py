@@ -36,9 +36,11 @@ def test_bundled_checkpoint_loads_offline_and_segments(path, refused_connections
         ckpt = load_checkpoint(path)
     assert refused_connections == []
     meta = ckpt.metadata
-    assert meta["label_set"]["name"] == "cityscapes19" and ckpt.input_size == (256, 256)
+    # The road pair (road_*) segments road against the rest; the others the 19 classes.
+    label_set, classes = ("road", 2) if path.stem.startswith("road_") else ("cityscapes19", 19)
+    assert meta["label_set"]["name"] == label_set and ckpt.input_size == (256, 256)
     assert meta["train_config"]["data"].rstrip("/").endswith("cityscapes_pairs")
     assert (meta.get("metrics") or {}).get("best", {}).get("miou", 0) > 0.25
     with torch.no_grad():
         logits = ckpt.model(torch.zeros(1, 3, 256, 256))
-    assert logits.shape == (1, 19, 256, 256) and torch.isfinite(logits).all()
+    assert logits.shape == (1, classes, 256, 256) and torch.isfinite(logits).all()
