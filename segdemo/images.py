@@ -52,11 +52,16 @@ def load_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
     """Decode a photo into an ``(H, W, 3)`` uint8 RGB array, upright per its EXIF tag.
 
     Raises:
-        ImageError: the file is not an image, is truncated or corrupt, or is too large.
+        ImageError: the path is missing or a directory, the file is not an image, is
+            truncated or corrupt, or is too large.
     """
     if isinstance(source, (str, Path)):
         name = name or Path(source).name
         opener = source
+        if Path(source).is_dir():
+            raise ImageError(f"{name} is a directory, not an image file")
+        if not Path(source).exists():
+            raise ImageError(f"{source} does not exist")
     else:
         name = name or getattr(source, "name", "the upload")
         opener = io.BytesIO(source) if isinstance(source, bytes) else source

@@ -230,6 +230,11 @@ def unetpp_nodes(num_levels: int, mode: str | None = None, level: int | None = N
 # Colours of the diagram: computed nodes, pruned ones, and the heads that make the output.
 GRID_COLORS = {"computed": "#2f6fb3", "pruned": "#d5d9e0", "output": "#e69f00"}
 
+# Layout of the diagram, in SVG pixels.
+_GRID_STEP, _GRID_RADIUS = 34, 12  # between neighbouring columns and rows; a node's radius
+_GRID_TOP, _GRID_LEFT = 30, 16  # margins above row 0 (room for the heads) and at the sides
+_IDLE_EDGE_COLOR = "#c4c9d1"  # an edge that touches a pruned node; an unused head's outline
+
 
 def unetpp_grid_svg(nodes: list[dict], title: str = "") -> str:
     """The pruning diagram of :func:`unetpp_nodes` as an inline SVG (the paper's figure):
@@ -240,81 +245,99 @@ def unetpp_grid_svg(nodes: list[dict], title: str = "") -> str:
     ``data-head="j"`` and ``data-state="used"|"unused"``; a legend names the colours.
     """
     num_levels = max(n["i"] + n["j"] for n in nodes)
-    step, radius, top, left = 34, 12, 30, 16
-    width = left * 2 + step * 2 * num_levels
-    grid_height = top + step * num_levels + radius
+    width = _GRID_LEFT * 2 + _GRID_STEP * 2 * num_levels
+    grid_height = _GRID_TOP + _GRID_STEP * num_levels + _GRID_RADIUS
     height = grid_height + 28
     by_ij = {(n["i"], n["j"]): n for n in nodes}
-
-    def xy(i: int, j: int) -> tuple[float, float]:
-        return left + step * (i + 2 * j), top + step * i
-
-    def edge_color(*ends: dict) -> str:
-        return GRID_COLORS["computed"] if all(e["computed"] for e in ends) else "#c4c9d1"
-
-    parts = []
-    for (i, j), node in by_ij.items():
-        x, y = xy(i, j)
-        if j == 0 and (i + 1, 0) in by_ij:  # encoder: down-sampling
-            below = by_ij[i + 1, 0]
-            x1, y1 = xy(i + 1, 0)
-            parts.append(
-                f'<line x1="{x}" y1="{y}" x2="{x1}" y2="{y1}" '
-                f'stroke="{edge_color(node, below)}" stroke-width="2"/>'
-            )
-        if j >= 1:
-            below = by_ij[i + 1, j - 1]  # up-sampling from the row beneath
-            x1, y1 = xy(i + 1, j - 1)
-            parts.append(
-                f'<line x1="{x1}" y1="{y1}" x2="{x}" y2="{y}" '
-                f'stroke="{edge_color(node, below)}" stroke-width="2"/>'
-            )
-            left_node = by_ij[i, j - 1]  # the nested skip along row i
-            x0, _ = xy(i, j - 1)
-            parts.append(
-                f'<line x1="{x0}" y1="{y}" x2="{x}" y2="{y}" '
-                f'stroke="{edge_color(node, left_node)}" stroke-width="1.5" '
-                'stroke-dasharray="3 2"/>'
-            )
-    for (i, j), node in by_ij.items():
-        x, y = xy(i, j)
-        state = "computed" if node["computed"] else "pruned"
-        fill = GRID_COLORS[state]
-        text = "#ffffff" if node["computed"] else "#8a919c"
-        parts.append(
-            f'<g data-node="{i},{j}" data-state="{state}"><title>X^{{{i},{j}}} {state}</title>'
-            f'<circle cx="{x}" cy="{y}" r="{radius}" fill="{fill}"/>'
-            f'<text x="{x}" y="{y + 3.5}" font-size="9.5" text-anchor="middle" '
-            f'fill="{text}">{i},{j}</text></g>'
-        )
-        if node["head"]:
-            used = "used" if node["output"] else "unused"
-            color = GRID_COLORS["output"] if node["output"] else "#ffffff"
-            stroke = GRID_COLORS["output"] if node["output"] else "#c4c9d1"
-            parts.append(
-                f'<rect data-head="{j}" data-state="{used}" x="{x - 5}" y="{y - radius - 13}" '
-                f'width="10" height="8" rx="1.5" fill="{color}" stroke="{stroke}">'
-                f"<title>head {j} {used}</title></rect>"
-            )
-    legend_y = grid_height + 14
-    legend = [
-        ("computed", GRID_COLORS["computed"], "circle"),
-        ("pruned", GRID_COLORS["pruned"], "circle"),
-        ("head used", GRID_COLORS["output"], "rect"),
-    ]
-    x = left - 6
-    for name, color, shape in legend:
-        if shape == "circle":
-            parts.append(f'<circle cx="{x + 5}" cy="{legend_y - 4}" r="5" fill="{color}"/>')
-        else:
-            parts.append(f'<rect x="{x}" y="{legend_y - 8}" width="10" height="8" fill="{color}"/>')
-        parts.append(
-            f'<text x="{x + 13}" y="{legend_y}" font-size="11" fill="#1d2430">{name}</text>'
-        )
-        x += 14 + 7 * len(name) + 10
+    parts = _grid_edges(by_ij) + _grid_nodes(by_ij) + _grid_legend(grid_height + 14)
     label = f' aria-label="{html.escape(title)}"' if title else ""
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
         f'width="100%" style="max-width:{width * 1.25:.0f}px" role="img"{label} '
         'font-family="sans-serif">' + "".join(parts) + "</svg>"
     )
+
+
+def _grid_xy(i: int, j: int) -> tuple[float, float]:
+    """The centre of node ``X^{i,j}`` in the diagram: column ``i + 2j``, row ``i``."""
+    return _GRID_LEFT + _GRID_STEP * (i + 2 * j), _GRID_TOP + _GRID_STEP * i
+
+
+def _edge_color(*ends: dict) -> str:
+    return GRID_COLORS["computed"] if all(e["computed"] for e in ends) else _IDLE_EDGE_COLOR
+
+
+def _grid_edges(by_ij: dict[tuple[int, int], dict]) -> list[str]:
+    """SVG lines between the nodes: the encoder's down-sampling, each decoder node's
+    up-sampling from the row beneath and its nested skip along its row (dashed)."""
+    parts = []
+    for (i, j), node in by_ij.items():
+        x, y = _grid_xy(i, j)
+        if j == 0 and (i + 1, 0) in by_ij:  # encoder: down-sampling
+            below = by_ij[i + 1, 0]
+            x1, y1 = _grid_xy(i + 1, 0)
+            parts.append(
+                f'<line x1="{x}" y1="{y}" x2="{x1}" y2="{y1}" '
+                f'stroke="{_edge_color(node, below)}" stroke-width="2"/>'
+            )
+        if j >= 1:
+            below = by_ij[i + 1, j - 1]  # up-sampling from the row beneath
+            x1, y1 = _grid_xy(i + 1, j - 1)
+            parts.append(
+                f'<line x1="{x1}" y1="{y1}" x2="{x}" y2="{y}" '
+                f'stroke="{_edge_color(node, below)}" stroke-width="2"/>'
+            )
+            left_node = by_ij[i, j - 1]  # the nested skip along row i
+            x0, _ = _grid_xy(i, j - 1)
+            parts.append(
+                f'<line x1="{x0}" y1="{y}" x2="{x}" y2="{y}" '
+                f'stroke="{_edge_color(node, left_node)}" stroke-width="1.5" '
+                'stroke-dasharray="3 2"/>'
+            )
+    return parts
+
+
+def _grid_nodes(by_ij: dict[tuple[int, int], dict]) -> list[str]:
+    """An SVG circle per node, coloured computed or pruned, and above each head a box,
+    filled where the output is that head's."""
+    parts = []
+    for (i, j), node in by_ij.items():
+        x, y = _grid_xy(i, j)
+        state = "computed" if node["computed"] else "pruned"
+        fill = GRID_COLORS[state]
+        text = "#ffffff" if node["computed"] else "#8a919c"
+        parts.append(
+            f'<g data-node="{i},{j}" data-state="{state}"><title>X^{{{i},{j}}} {state}</title>'
+            f'<circle cx="{x}" cy="{y}" r="{_GRID_RADIUS}" fill="{fill}"/>'
+            f'<text x="{x}" y="{y + 3.5}" font-size="9.5" text-anchor="middle" '
+            f'fill="{text}">{i},{j}</text></g>'
+        )
+        if node["head"]:
+            used = "used" if node["output"] else "unused"
+            color = GRID_COLORS["output"] if node["output"] else "#ffffff"
+            stroke = GRID_COLORS["output"] if node["output"] else _IDLE_EDGE_COLOR
+            parts.append(
+                f'<rect data-head="{j}" data-state="{used}" x="{x - 5}" '
+                f'y="{y - _GRID_RADIUS - 13}" width="10" height="8" rx="1.5" fill="{color}" '
+                f'stroke="{stroke}"><title>head {j} {used}</title></rect>'
+            )
+    return parts
+
+
+def _grid_legend(y: float) -> list[str]:
+    """The legend's SVG swatches and names in one row, text baseline at ``y``."""
+    legend = [
+        ("computed", GRID_COLORS["computed"], "circle"),
+        ("pruned", GRID_COLORS["pruned"], "circle"),
+        ("head used", GRID_COLORS["output"], "rect"),
+    ]
+    parts = []
+    x = _GRID_LEFT - 6
+    for name, color, shape in legend:
+        if shape == "circle":
+            parts.append(f'<circle cx="{x + 5}" cy="{y - 4}" r="5" fill="{color}"/>')
+        else:
+            parts.append(f'<rect x="{x}" y="{y - 8}" width="10" height="8" fill="{color}"/>')
+        parts.append(f'<text x="{x + 13}" y="{y}" font-size="11" fill="#1d2430">{name}</text>')
+        x += 14 + 7 * len(name) + 10
+    return parts

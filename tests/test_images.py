@@ -77,6 +77,14 @@ def test_reads_from_a_path(tmp_path):
     assert load_image(path).shape == (2, 3, 3)
 
 
+def test_a_directory_or_a_missing_path_says_what_it_is(tmp_path):
+    (tmp_path / "photos.png").mkdir()
+    with pytest.raises(ImageError, match=r"^photos.png is a directory, not an image file$"):
+        load_image(tmp_path / "photos.png")
+    with pytest.raises(ImageError, match=r"gone.jpg does not exist$"):
+        load_image(tmp_path / "gone.jpg")
+
+
 def test_error_maps_equal_their_definition_on_a_hand_made_case():
     from segdemo import viz
     from segdemo.labels import get_label_set
