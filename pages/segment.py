@@ -16,6 +16,7 @@ from segdemo import viz
 from segdemo.batch import batch_zip
 from segdemo.checkpoints import CheckpointError
 from segdemo.images import ImageError
+from segdemo.inference import Segmenter
 from segdemo.models import pruning_levels
 from segdemo.video import LAYOUTS, MAX_BYTES, MAX_FPS, MAX_SECONDS, OUTPUT_MIME, VideoError
 from segdemo_app import common
@@ -67,6 +68,75 @@ def cost_table(row: dict, checkpoint, mode, level, latency_ms: float | None) -> 
     )
 
 
+def pruning_controls(path: str, levels: int) -> tuple[str, int]:
+    """The mode and pruning-level widgets of a U-Net++ panel; the mode and level chosen."""
+    mode = st.radio(
+        "Mode",
+        list(MODES),
+        format_func=MODES.get,
+        horizontal=True,
+        key=common.model_state_key("segment_mode", path),
+        persist_state="session",
+        on_change=mark_refresh,
+        help="Fast: the deepest head of the level alone. Accurate: the mean of the "
+        "softmax of heads 1..k.",
+    )
+    level = st.slider(
+        "Pruning level",
+        1,
+        levels,
+        format="L%d",
+        key=common.model_state_key("segment_level", path),
+        persist_state="session",
+        on_change=mark_refresh,
+        help="U-Net++ pruned at level k computes only the nodes X^{i,j} with i + j <= k.",
+    )
+    return mode, level
+
+
+def error_map_view(photo: ui.Photo, mask, label_set) -> None:
+    """Where a mask is wrong, with the photo's mIoU and pixel accuracy, when the photo has
+    a ground truth in ``label_set``'s classes."""
+    truth = ui.truth_for(photo, label_set)
+    if truth is None:
+        return
+    scores = ui.scores(mask, truth, label_set)
+    st.image(
+        ui.error_picture(photo, mask, truth, label_set),
+        caption=f"errors · mIoU {scores['miou']:.3f} · pixel accuracy "
+        f"{scores['pixel_accuracy']:.3f}",
+        width="stretch",
+    )
+    st.markdown(ui.error_legend_html(mask, truth, label_set), unsafe_allow_html=True)
+
+
+def mask_downloads(row: dict, photo: ui.Photo, checkpoint, mask, mode, level) -> None:
+    """Download buttons for a panel's mask and overlay (PNG), encoded only when clicked."""
+    label_set = checkpoint.label_set
+    stem = f"{photo.stem}_{checkpoint.path.stem}" + (f"_{mode}-L{level}" if level else "")
+    alpha = state["segment_alpha"]
+    st.download_button(
+        "Mask PNG",
+        data=lambda: ui.mask_png(mask, label_set),
+        file_name=f"{stem}_mask.png",
+        mime="image/png",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        key=f"segment_download_mask::{row['path']}",
+    )
+    st.download_button(
+        "Overlay PNG",
+        data=lambda: ui.overlay_png(photo, mask, label_set, alpha),
+        file_name=f"{stem}_overlay.png",
+        mime="image/png",
+        on_click="ignore",
+        icon=":material/download:",
+        width="stretch",
+        key=f"segment_download_overlay::{row['path']}",
+    )
+
+
 @st.fragment
 def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     """One checkpoint on one photo: mask, controls, pruning diagram, cost, legend, error
@@ -77,32 +147,11 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     except CheckpointError as e:
         st.error(str(e))
         return
-    model = checkpoint.model
     image_slot = st.container()  # the mask goes above the controls, so masks line up
     mode, level = setting_of(row["path"], checkpoint)
-    levels = pruning_levels(model)
+    levels = pruning_levels(checkpoint.model)
     if levels:
-        mode = st.radio(
-            "Mode",
-            list(MODES),
-            format_func=MODES.get,
-            horizontal=True,
-            key=common.model_state_key("segment_mode", row["path"]),
-            persist_state="session",
-            on_change=mark_refresh,
-            help="Fast: the deepest head of the level alone. Accurate: the mean of the "
-            "softmax of heads 1..k.",
-        )
-        level = st.slider(
-            "Pruning level",
-            1,
-            levels,
-            format="L%d",
-            key=common.model_state_key("segment_level", row["path"]),
-            persist_state="session",
-            on_change=mark_refresh,
-            help="U-Net++ pruned at level k computes only the nodes X^{i,j} with i + j <= k.",
-        )
+        mode, level = pruning_controls(row["path"], levels)
     try:
         result = ui.run_model(
             checkpoint, device, precision, photo, mode, level, state["segment_masks"]
@@ -130,40 +179,8 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
         st.markdown(svg, unsafe_allow_html=True)
     # The cost comes after the mask: a first FLOP count must not delay the new mask.
     st.markdown(cost_table(row, checkpoint, mode, level, known_ms))
-
-    truth = ui.truth_for(photo, label_set)
-    if truth is not None:
-        scores = ui.scores(result.mask, truth, label_set)
-        st.image(
-            ui.error_picture(photo, result.mask, truth, label_set),
-            caption=f"errors · mIoU {scores['miou']:.3f} · pixel accuracy "
-            f"{scores['pixel_accuracy']:.3f}",
-            width="stretch",
-        )
-        st.markdown(ui.error_legend_html(result.mask, truth, label_set), unsafe_allow_html=True)
-
-    stem = f"{photo.stem}_{checkpoint.path.stem}" + (f"_{mode}-L{level}" if level else "")
-    alpha = state["segment_alpha"]
-    st.download_button(
-        "Mask PNG",
-        data=lambda: ui.mask_png(result.mask, label_set),
-        file_name=f"{stem}_mask.png",
-        mime="image/png",
-        on_click="ignore",
-        icon=":material/download:",
-        width="stretch",
-        key=f"segment_download_mask::{row['path']}",
-    )
-    st.download_button(
-        "Overlay PNG",
-        data=lambda: ui.overlay_png(photo, result.mask, label_set, alpha),
-        file_name=f"{stem}_overlay.png",
-        mime="image/png",
-        on_click="ignore",
-        icon=":material/download:",
-        width="stretch",
-        key=f"segment_download_overlay::{row['path']}",
-    )
+    error_map_view(photo, result.mask, label_set)
+    mask_downloads(row, photo, checkpoint, result.mask, mode, level)
     if state["segment_refresh"]:
         state["segment_refresh"] = False
         if refresh_page:  # the large view or the comparison map shows this model
@@ -267,7 +284,10 @@ def comparison(photo: ui.Photo, pair: list[str], loaded: dict, labels: dict) -> 
         )
 
 
-def video_section(chosen: list[dict], loaded: dict) -> None:
+def video_source() -> tuple | None:
+    """The clip's inputs (upload, example clip, layout); ``(upload, name, data_id)`` of the
+    clip to segment (``upload`` None for the example clip), or None, with a hint, for none.
+    """
     st.caption(
         f"MP4 or WebM, up to {MAX_SECONDS:.0f} s and {MAX_BYTES / 2**20:.0f} MB. Frames are "
         f"segmented at up to {MAX_FPS:.0f} per second (faster clips are sampled down) by every "
@@ -295,16 +315,16 @@ def video_section(chosen: list[dict], loaded: dict) -> None:
             key="segment_video_layout",
         )
     if upload is not None:
-        name, data_id = upload.name, upload.file_id
-    elif state["segment_video_example"]:
-        name, data_id = "synthetic-drive.webm", "example"
-    else:
-        st.info("Upload a clip, or tick the example clip.")
-        return
-    paths = [row["path"] for row in chosen if row["path"] in loaded]
-    if not paths:
-        st.info("Pick at least one checkpoint above.")
-        return
+        return upload, upload.name, upload.file_id
+    if state["segment_video_example"]:
+        return None, "synthetic-drive.webm", "example"
+    st.info("Upload a clip, or tick the example clip.")
+    return None
+
+
+def video_segmenters(paths: list[str], loaded: dict) -> list[Segmenter]:
+    """A segmenter per checkpoint at its panel's setting, leaving out (and naming) those
+    with other classes than the first."""
     label_set = loaded[paths[0]][0].label_set
     segmenters, skipped = [], []
     for path in paths:
@@ -319,26 +339,31 @@ def video_section(chosen: list[dict], loaded: dict) -> None:
             "Left out (other classes than the first checkpoint): "
             + ", ".join(ui.markdown_text(p) for p in skipped)
         )
+    return segmenters
+
+
+def segment_clip(data: bytes, name: str, segmenters: list[Segmenter], run_key: tuple) -> bool:
+    """Segment a clip under a progress bar and keep the video in the session state under
+    ``run_key``; False, with the reason shown, when the clip is refused."""
     layout, alpha = state["segment_video_layout"], state["segment_alpha"]
-    run_key = (data_id, tuple(s.title for s in segmenters), tuple(paths), layout, alpha)
-    if st.button("Segment the video", type="primary", key="segment_video_run"):
-        data = upload.getvalue() if upload is not None else ui.example_clip()
-        bar = st.progress(0.0, text=f"Segmenting {name}…")
+    bar = st.progress(0.0, text=f"Segmenting {name}…")
 
-        def progress(done: int, total: int) -> None:
-            bar.progress(done / total, text=f"Segmenting {name}: frame {done} of {total}")
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / total, text=f"Segmenting {name}: frame {done} of {total}")
 
-        try:
-            video, result = ui.run_video(data, name, segmenters, layout, alpha, progress)
-        except VideoError as e:
-            bar.empty()
-            st.error(str(e), icon=":material/videocam_off:")
-            return
+    try:
+        video, result = ui.run_video(data, name, segmenters, layout, alpha, progress)
+    except VideoError as e:
         bar.empty()
-        state["segment_video"] = {"key": run_key, "data": video, "result": result, "name": name}
-    done = state["segment_video"]
-    if not done or done["key"] != run_key:
-        return
+        st.error(str(e), icon=":material/videocam_off:")
+        return False
+    bar.empty()
+    state["segment_video"] = {"key": run_key, "data": video, "result": result, "name": name}
+    return True
+
+
+def segmented_video(done: dict) -> None:
+    """The segmented clip: player, what it took, each model's speed, download."""
     result = done["result"]
     st.video(done["data"], format=OUTPUT_MIME)
     st.caption(
@@ -346,13 +371,7 @@ def video_section(chosen: list[dict], loaded: dict) -> None:
         f"({result.seconds:.1f} s of video, {result.width}×{result.height}) in "
         f"{result.wall_seconds:.1f} s, reading, segmenting and encoding included."
     )
-    rows = "\n".join(
-        f"| {ui.markdown_text(m['name'])} | {m['setting'] or '-'} | "
-        f"{m['fps']:.1f} | {m['ms_per_frame']:.0f} |"
-        for m in result.models
-        if m["fps"]
-    )
-    st.markdown("| model | setting | frames/s (warm) | ms per frame |\n|---|---|---|---|\n" + rows)
+    st.markdown(ui.video_speed_table(result.models))
     stem = done["name"].rsplit(".", 1)[0]
     st.download_button(
         "Download the segmented video (WebM)",
@@ -363,6 +382,29 @@ def video_section(chosen: list[dict], loaded: dict) -> None:
         icon=":material/download:",
         key="segment_video_download",
     )
+
+
+def video_section(chosen: list[dict], loaded: dict) -> None:
+    """A clip (uploaded or the example) segmented by every chosen checkpoint at its panel's
+    setting into one WebM video, kept until the clip, a model or the layout changes."""
+    source = video_source()
+    if source is None:
+        return
+    upload, name, data_id = source
+    paths = [row["path"] for row in chosen if row["path"] in loaded]
+    if not paths:
+        st.info("Pick at least one checkpoint above.")
+        return
+    segmenters = video_segmenters(paths, loaded)
+    layout, alpha = state["segment_video_layout"], state["segment_alpha"]
+    run_key = (data_id, tuple(s.title for s in segmenters), tuple(paths), layout, alpha)
+    if st.button("Segment the video", type="primary", key="segment_video_run"):
+        data = upload.getvalue() if upload is not None else ui.example_clip()
+        if not segment_clip(data, name, segmenters, run_key):
+            return
+    done = state["segment_video"]
+    if done and done["key"] == run_key:
+        segmented_video(done)
 
 
 def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> None:

@@ -461,10 +461,8 @@ def evaluate_per_image(
     setting = _requested_setting(model, mode, level)
     per_level = levels > 0 and setting == (None, None)
 
-    def labels_of(images: torch.Tensor, native_size: tuple[int, int]) -> dict:
-        return _native_labels(
-            model, images, per_level, setting, native_size, device, precision, tta
-        )
+    def labels_of(images: torch.Tensor, size: tuple[int, int]) -> dict[Setting, torch.Tensor]:
+        return _native_labels(model, images, per_level, setting, size, device, precision, tta)
 
     local = _score_items(
         items, labels_of, label_set, device, rank=rank, world=world, batch_size=batch_size,

@@ -540,6 +540,18 @@ def run_video(
         return out.read_bytes(), result
 
 
+def video_speed_table(models: Sequence[dict]) -> str:
+    """A Markdown table of each model's warm frames/s and ms per frame on a clip
+    (``VideoResult.models``; a model without a warm frame is left out)."""
+    rows = "\n".join(
+        f"| {markdown_text(m['name'])} | {m['setting'] or '-'} | "
+        f"{m['fps']:.1f} | {m['ms_per_frame']:.0f} |"
+        for m in models
+        if m["fps"]
+    )
+    return "| model | setting | frames/s (warm) | ms per frame |\n|---|---|---|---|\n" + rows
+
+
 def markdown_text(text: str) -> str:
     """``text`` shown literally inside Markdown (file names may contain ``*``, ``_``, ...)."""
     return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|~" else c for c in text)
