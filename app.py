@@ -6,7 +6,7 @@ import streamlit as st
 
 from segdemo_app import common
 
-st.set_page_config(page_title="segdemo", page_icon=":material/traffic:", layout="wide")
+st.set_page_config(page_title="segdemo", page_icon="🚦", layout="wide")
 common.init_state()
 
 # (file, title, icon); Segment is the landing page.

@@ -43,10 +43,12 @@ if not rows:
     st.info("No checkpoints yet: train one in a minute on the Train page.")
     st.stop()
 
+# The Segment page's choice: the bundled models of the richest label set, best first.
+by_path = {row["path"]: label for label, row in rows.items()}
 labels = st.multiselect(
     "Checkpoints",
     list(rows),
-    default=list(rows)[:2],
+    default=[by_path[path] for path in common.default_checkpoints(list(rows.values()))],
     key="compare_checkpoints",
     help="Runs started on the Train page appear here when they write a checkpoint.",
 )

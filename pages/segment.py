@@ -472,7 +472,7 @@ by_path = {row["path"]: row for row in rows}
 selected = state["segment_checkpoints"]
 kept = [p for p in selected if p in by_path] if selected is not None else []
 if selected is None or (selected and not kept):
-    kept = ui.default_checkpoints(rows)
+    kept = common.default_checkpoints(rows)
 state["segment_checkpoints"] = kept
 
 st.multiselect(

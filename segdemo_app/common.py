@@ -17,6 +17,7 @@ import contextlib
 import copy
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import streamlit as st
@@ -135,6 +136,37 @@ def dataset_description(metadata: dict) -> str | None:
             fmt = detect_format(data)
     folder = Path(data).name or data
     return folder if fmt == "auto" else f"{fmt} · {folder}"
+
+
+def default_checkpoints(rows: Sequence[dict], most: int = 3) -> list[str]:
+    """Checkpoints selected before the user picks: the bundled ones of the richest label
+    set (mIoUs of different label sets do not compare; a binary road model stays in the
+    picker), most accurate first (the pretrained flagship leads, the from-scratch pair
+    follows for comparison), else the newest checkpoint of each architecture (``best``
+    before ``last``), at most ``most``, and at least two when two exist."""
+    bundled = [row for row in rows if row["bundled"]]
+    if bundled:
+        richest = max(row.get("num_classes") or 0 for row in bundled)
+        bundled = [row for row in bundled if (row.get("num_classes") or 0) == richest]
+        bundled.sort(key=lambda row: -(row.get("miou") or 0.0))
+        return [row["path"] for row in bundled[:4]]
+    newest = sorted(
+        rows,
+        key=lambda row: (row["created"] or "", Path(row["path"]).stem == "best"),
+        reverse=True,
+    )
+    picked: list[str] = []
+    models: set[str] = set()
+    for row in newest:
+        if row["model"] not in models and len(picked) < most:
+            picked.append(row["path"])
+            models.add(row["model"])
+    for row in newest:
+        if len(picked) >= min(2, len(rows)):
+            break
+        if row["path"] not in picked:
+            picked.append(row["path"])
+    return picked
 
 
 def stored_metrics(metadata: dict) -> tuple[dict, str | None]:

@@ -198,37 +198,6 @@ def dataset_photo(dataset, index: int) -> Photo:
     return photo.with_truth(truth, dataset.label_set.name)
 
 
-def default_checkpoints(rows: Sequence[dict], most: int = 3) -> list[str]:
-    """Checkpoints selected before the user picks: the bundled ones of the richest label
-    set (mIoUs of different label sets do not compare; a binary road model stays in the
-    picker), most accurate first (the pretrained flagship leads, the from-scratch pair
-    follows for comparison), else the newest checkpoint of each architecture (``best``
-    before ``last``), at most ``most``, and at least two when two exist."""
-    bundled = [row for row in rows if row["bundled"]]
-    if bundled:
-        richest = max(row.get("num_classes") or 0 for row in bundled)
-        bundled = [row for row in bundled if (row.get("num_classes") or 0) == richest]
-        bundled.sort(key=lambda row: -(row.get("miou") or 0.0))
-        return [row["path"] for row in bundled[:4]]
-    newest = sorted(
-        rows,
-        key=lambda row: (row["created"] or "", Path(row["path"]).stem == "best"),
-        reverse=True,
-    )
-    picked: list[str] = []
-    models: set[str] = set()
-    for row in newest:
-        if row["model"] not in models and len(picked) < most:
-            picked.append(row["path"])
-            models.add(row["model"])
-    for row in newest:
-        if len(picked) >= min(2, len(rows)):
-            break
-        if row["path"] not in picked:
-            picked.append(row["path"])
-    return picked
-
-
 # ------------------------------------------------------------------------------ inference
 
 

@@ -25,7 +25,12 @@ def test_compare_shows_intervals_paired_differences_and_error_maps(app_dirs):
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
-    assert len(at.multiselect(key="compare_checkpoints").value) == 2  # both tiny models
+    picker = at.multiselect(key="compare_checkpoints")
+    assert len(picker.value) == 2  # both tiny models, the better one first
+    # U-Net first: the first checkpoint is the reference of the comparison.
+    (unet_label,) = [o for o in picker.options if o.endswith("(unet)")]
+    (unetpp_label,) = [o for o in picker.options if o.endswith("(unetpp)")]
+    picker.set_value([unet_label, unetpp_label]).run()
     at.number_input(key="compare_limit").set_value(4).run()
     assert at.button(key="compare_evaluate").label == "Evaluate 2 checkpoints"
     assert not at.get("plotly_chart")

@@ -215,7 +215,7 @@ def test_choices_survive_a_visit_to_another_page(app_dirs):
 
 
 def test_default_checkpoints_prefer_bundled_then_newest_per_architecture():
-    from segdemo_app.segment import default_checkpoints
+    from segdemo_app.common import default_checkpoints
 
     def row(path, model, created, bundled=False, miou=None):
         return {"path": path, "model": model, "created": created, "bundled": bundled, "miou": miou}
