@@ -31,12 +31,10 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
-import os
 import pickle
 import pickletools
 import re
 import struct
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from segdemo.checkpoint_schema import (
     CheckpointError,
     validate_metadata,
 )
+from segdemo.files import atomic_write_bytes
 
 METADATA_KEY = "segdemo"
 TRAIN_PREFIX = "train/"
@@ -142,27 +141,6 @@ def build_metadata(model: nn.Module, label_set, input_size, normalization, **ext
     return meta
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), CHECKPOINT_FILE_MODE)  # mkstemp creates 0600
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    # Make the rename itself durable.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -191,7 +169,9 @@ def save_checkpoint(
     meta = dict(metadata)
     meta["storage_dtype"] = str(dtype or torch.float32).removeprefix("torch.")
     header = {METADATA_KEY: json.dumps(meta)}
-    _atomic_write_bytes(path, _safetensors_bytes(tensors, metadata=header))
+    atomic_write_bytes(
+        path, _safetensors_bytes(tensors, metadata=header), mode=CHECKPOINT_FILE_MODE
+    )
     return path
 
 

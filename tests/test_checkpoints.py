@@ -119,18 +119,21 @@ def test_plain_state_dict_pt_explains_what_is_missing(tmp_path):
         load_checkpoint(tmp_path / "w.pth")
 
 
-def test_failed_write_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+def test_failed_write_leaves_the_previous_checkpoint_whole(tmp_path):
+    import resource
+
     path = tmp_path / "last.safetensors"
     _save_tiny(path)
     before = path.read_bytes()
-
-    def crash(fd):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(checkpoints.os, "fsync", crash)
-    with pytest.raises(OSError, match="disk full"):
-        _save_tiny(path, "unetpp")
-    monkeypatch.undo()
+    # A file-size limit below the new checkpoint's size: the write fails part-way, as on a
+    # full disk (Python ignores SIGXFSZ, so the write raises).
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, hard))
+    try:
+        with pytest.raises(OSError, match="File too large"):
+            _save_tiny(path, "unetpp")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert path.read_bytes() == before
     assert load_checkpoint(path).metadata["model"] == "unet"
     assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]  # no temp file left
