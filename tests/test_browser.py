@@ -415,8 +415,8 @@ def test_compare_page_in_browser(server, browser_page, tmp_path):
     assert_no_errors(page)
     save_screenshot(page, tmp_path, "compare.png")
     # The charts sit below the fold of Streamlit's scrolling main area: shoot them directly.
-    tradeoff = page.locator(".js-plotly-plot").last
-    tradeoff.scroll_into_view_if_needed()
+    tradeoff = page.locator(".js-plotly-plot").filter(has_text="U-Net++ pruning: accuracy vs")
+    tradeoff.scroll_into_view_if_needed(timeout=SLOW)
     page.wait_for_timeout(500)
     path = tmp_path / "compare-tradeoff.png"
     tradeoff.screenshot(path=str(path))
