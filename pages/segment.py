@@ -37,6 +37,11 @@ def mark_refresh() -> None:
     state["segment_refresh"] = True
 
 
+def tta():
+    """The page's test-time augmentation (the toggle), for every model on it."""
+    return ui.page_tta(state["segment_tta"])
+
+
 def setting_of(path: str, checkpoint) -> tuple[str | None, int | None]:
     """The U-Net++ mode and level a checkpoint's panel is set to (None, None: no levels)."""
     levels = pruning_levels(checkpoint.model)
@@ -154,7 +159,7 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
         mode, level = pruning_controls(row["path"], levels)
     try:
         result = ui.run_model(
-            checkpoint, device, precision, photo, mode, level, state["segment_masks"]
+            checkpoint, device, precision, photo, mode, level, state["segment_masks"], tta()
         )
     except (RuntimeError, ValueError) as e:
         image_slot.error(f"{row['label']} could not segment {photo.name}: {e}")
@@ -168,9 +173,10 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     # The median of this setting's warm runs (a setting's first run, its warm-up, is
     # never shown: it can take seconds where a warm run takes tens of milliseconds).
     known_ms = ui.latency_log().median_ms(
-        ui.setting_key(checkpoint, device, precision, mode, level)
+        ui.setting_key(checkpoint, device, precision, mode, level, tta())
     )
-    caption = f"{row['model']}{setting_text(mode, level)} · {ui.latency_text(known_ms)}"
+    with_tta = " + TTA" if tta().enabled else ""
+    caption = f"{row['model']}{setting_text(mode, level)}{with_tta} · {ui.latency_text(known_ms)}"
     image_slot.image(picture, caption=caption, width="stretch")
     st.markdown(ui.legend_html(result.legend, hidden), unsafe_allow_html=True)
     if levels:
@@ -191,7 +197,9 @@ def model_result(path: str, photo: ui.Photo, loaded: dict):
     """``(checkpoint, mode, level, result)`` of a chosen checkpoint on ``photo``."""
     checkpoint, device, precision = loaded[path]
     mode, level = setting_of(path, checkpoint)
-    result = ui.run_model(checkpoint, device, precision, photo, mode, level, state["segment_masks"])
+    result = ui.run_model(
+        checkpoint, device, precision, photo, mode, level, state["segment_masks"], tta()
+    )
     return checkpoint, mode, level, result
 
 
@@ -333,7 +341,7 @@ def video_segmenters(paths: list[str], loaded: dict) -> list[Segmenter]:
             skipped.append(path)
             continue
         mode, level = setting_of(path, checkpoint)
-        segmenters.append(ui.segmenter(checkpoint, device, precision, mode, level))
+        segmenters.append(ui.segmenter(checkpoint, device, precision, mode, level, tta()))
     if skipped:
         st.caption(
             "Left out (other classes than the first checkpoint): "
@@ -416,7 +424,7 @@ def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> N
     for path in paths:
         checkpoint, device, precision = loaded[path]
         segmenters.append(
-            ui.segmenter(checkpoint, device, precision, *setting_of(path, checkpoint))
+            ui.segmenter(checkpoint, device, precision, *setting_of(path, checkpoint), tta())
         )
     alpha = state["segment_alpha"]
     batch_key = (tuple(p.key for p in photos), tuple(paths), tuple(s.title for s in segmenters),
@@ -508,7 +516,7 @@ for checkpoint, _, _ in loaded.values():
 state["segment_hidden"] = [n for n in state["segment_hidden"] if n in class_names]
 if state["segment_highlight"] not in class_names:
     state["segment_highlight"] = None
-hide_col, highlight_col = st.columns([3, 2])
+hide_col, highlight_col, tta_col = st.columns([3, 2, 2])
 hide_col.multiselect(
     "Hide classes",
     class_names,
@@ -523,6 +531,14 @@ highlight_col.selectbox(
     key="segment_highlight",
     placeholder="none",
     help="Everything else fades, in every picture on this page.",
+)
+tta_col.toggle(
+    "Test-time augmentation",
+    key="segment_tta",
+    persist_state="session",
+    help="Average each model's class probabilities over the photo mirrored and scaled "
+    "by 0.75 and 1.25 (six passes, so about six times the time): smoother masks, "
+    "sometimes a little more accurate; measured in docs/results.md.",
 )
 
 if state["segment_source"] == "video":

@@ -13,6 +13,7 @@ ZIP); both write the same files per photo and model:
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path, PurePath
@@ -120,6 +121,12 @@ def output_stems(paths: Sequence[str | PurePath], keep: Sequence[int] | None = N
     return names
 
 
+def _folder_name(segmenter: Segmenter) -> str:
+    """``unetpp_fast-L4``, ``unetpp_fast-L4-TTA-flip-0-75-1-25``: the model and its setting."""
+    setting = re.sub(r"[^A-Za-z0-9]+", "-", segmenter.setting).strip("-")
+    return f"{segmenter.name}_{setting}" if setting else segmenter.name
+
+
 def batch_zip(
     photos: Sequence[tuple[str, np.ndarray | bytes]],
     segmenters: Sequence[Segmenter],
@@ -142,10 +149,7 @@ def batch_zip(
         same); ``problems`` has one sentence per photo that could not be read.
     """
     photo_names = output_stems([PurePath(name) for name, _ in photos])
-    model_names = output_stems(
-        [PurePath(s.name + (f"_{s.setting.replace(' ', '-')}" if s.setting else ""))
-         for s in segmenters]
-    )  # fmt: skip
+    model_names = output_stems([PurePath(_folder_name(s)) for s in segmenters])
     total = len(photos) * len(segmenters)
     done = 0
     problems: list[str] = []

@@ -38,6 +38,7 @@ STATE_DEFAULTS: dict[str, object] = {
     "segment_checkpoints": None,  # list of selected checkpoint paths (None = defaults)
     "segment_view": "overlay",
     "segment_alpha": 0.5,
+    "segment_tta": False,
     "compare_results": {},
     # Segment page
     "segment_photo": None,  # key of the photo shown side by side (None = the first)

@@ -26,6 +26,8 @@ from segdemo.batch import png_bytes
 from segdemo.ground_truth import photo_scores, read_mask
 from segdemo.images import ImageError, load_image
 from segdemo.inference import Segmenter, WarmLatency
+from segdemo.tta import DEFAULT_SPEC as DEFAULT_TTA
+from segdemo.tta import NO_TTA, TTA
 from segdemo.video import VideoResult, drive_clip, segment_video
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp"]
@@ -208,7 +210,14 @@ def latency_log() -> WarmLatency:
     return WarmLatency()
 
 
-def segmenter(checkpoint, device, precision: str, mode: str | None, level: int | None):
+def page_tta(enabled: bool) -> TTA:
+    """The test-time augmentation of the page's toggle: a flip and scales 0.75 and 1.25."""
+    return TTA.parse(DEFAULT_TTA) if enabled else NO_TTA
+
+
+def segmenter(
+    checkpoint, device, precision: str, mode: str | None, level: int | None, tta: TTA = NO_TTA
+):
     """A loaded checkpoint at one inference setting."""
     return Segmenter(
         checkpoint.metadata.get("model") or Path(checkpoint.path).stem,
@@ -219,12 +228,14 @@ def segmenter(checkpoint, device, precision: str, mode: str | None, level: int |
         precision,
         mode,
         level,
+        tta,
     )
 
 
-def setting_key(checkpoint, device, precision: str, mode, level) -> tuple:
+def setting_key(checkpoint, device, precision: str, mode, level, tta: TTA = NO_TTA) -> tuple:
     path = Path(checkpoint.path)
-    return (str(path), path.stat().st_mtime_ns, str(device), precision, mode, level)
+    return (str(path), path.stat().st_mtime_ns, str(device), precision, mode, level,
+            tta.describe())  # fmt: skip
 
 
 def run_model(
@@ -235,6 +246,7 @@ def run_model(
     mode: str | None,
     level: int | None,
     cache: dict,
+    tta: TTA = NO_TTA,
 ) -> SegmentResult:
     """Segment ``photo`` with a loaded checkpoint, remembering the result in ``cache``.
 
@@ -242,12 +254,13 @@ def run_model(
     run's time goes to :func:`latency_log`; the first time a setting runs in this process,
     a warm-up run on a blank input comes first, so every recorded photo run is warm.
     """
-    key = (*setting_key(checkpoint, device, precision, mode, level)[:2], photo.key, mode, level)
+    setting = setting_key(checkpoint, device, precision, mode, level, tta)
+    key = (*setting[:2], photo.key, mode, level, tta.describe())
     if key in cache:
         cache[key] = cache.pop(key)  # most recently used last
         return cache[key]
-    run = segmenter(checkpoint, device, precision, mode, level)
-    log, setting = latency_log(), setting_key(checkpoint, device, precision, mode, level)
+    run = segmenter(checkpoint, device, precision, mode, level, tta)
+    log = latency_log()
     if not log.is_warm(setting):
         # A setting's first run pays for kernel selection and allocation (seconds, for a
         # level the process has not run): run it once on a blank input of the model's

@@ -53,7 +53,7 @@ def run_app() -> AppTest:
     return AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
 
 
-MODEL_CAPTION = re.compile(r"^\w+( · (fast|accurate) L\d)? · (\d+ ms|measuring…)$")
+MODEL_CAPTION = re.compile(r"^\w+( · (fast|accurate) L\d)?( \+ TTA)? · (\d+ ms|measuring…)$")
 
 
 def model_images(at: AppTest) -> list:
@@ -512,3 +512,31 @@ def test_a_corrupt_video_gets_one_sentence(app_dirs):
     assert not at.exception
     assert len(at.error) == 1 and at.error[0].value.startswith("dashcam.mp4 ")
     assert not at.get("video")
+
+
+def test_tta_toggle_segments_every_model_with_the_averaged_prediction(app_dirs):
+    from segdemo.inference import Segmenter
+    from segdemo.tta import TTA
+    from segdemo_app import common
+
+    at = run_app()
+    at.file_uploader(key="segment_uploads").set_value(
+        ("street.png", _png(Image.fromarray(street())), "image/png")
+    ).run()
+    plain = {img.captions[0].split(" · ")[0]: img.value for img in model_images(at)}
+    at.toggle(key="segment_tta").set_value(True).run()
+    assert not at.exception and not at.error
+    captions = [img.captions[0] for img in model_images(at)]
+    assert len(captions) == 2 and all(" + TTA · " in c for c in captions), captions
+    # The mask shown is the one of the averaged views, as the library computes it.
+    path = str(app_dirs["bundled"] / "unet.safetensors")
+    (result,) = [r for k, r in at.session_state["segment_masks"].items()
+                 if k[0] == path and k[-1] == "flip,0.75,1.25"]  # fmt: skip
+    checkpoint, device, precision = common.load_model(path)
+    with_tta = Segmenter("unet", checkpoint.model, tuple(checkpoint.input_size),
+                         checkpoint.label_set, device, precision, tta=TTA.parse("default"))  # fmt: skip
+    assert (result.mask == with_tta(street())).all()
+    # Off again: the plain masks come back from the session's cache.
+    at.toggle(key="segment_tta").set_value(False).run()
+    again = {img.captions[0].split(" · ")[0]: img.value for img in model_images(at)}
+    assert again == plain

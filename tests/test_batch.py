@@ -148,3 +148,17 @@ def test_predict_with_test_time_augmentation_writes_the_averaged_mask(tiny_check
     assert (written == with_tta(image)).all()
     assert main(["predict", "--ckpt", str(tiny_checkpoint), str(tmp_path / "in"), "--out",
                  str(tmp_path / "o2"), "--tta", "mirror"]) == 2  # fmt: skip
+
+
+def test_a_model_with_tta_gets_a_folder_of_its_own(tiny_checkpoint):
+    from segdemo.checkpoints import load_checkpoint
+    from segdemo.inference import Segmenter
+    from segdemo.tta import TTA
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    args = ("tiny", ckpt.model.eval(), ckpt.input_size, ckpt.label_set, "cpu", "fp32", "fast", 1)
+    runs = [Segmenter(*args), Segmenter(*args, TTA.parse("flip,0.75"))]
+    data, problems = batch_zip([("x.png", photo(20, 30, 0))], runs)
+    assert problems == []
+    folders = {name.split("/")[0] for name in zipfile.ZipFile(io.BytesIO(data)).namelist()}
+    assert folders == {"tiny_fast-L1", "tiny_fast-L1-TTA-flip-0-75"}
