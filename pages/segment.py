@@ -146,7 +146,7 @@ def mask_downloads(row: dict, photo: ui.Photo, checkpoint, mask, mode, level) ->
 def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     """One checkpoint on one photo: mask, controls, pruning diagram, cost, legend, error
     map, downloads."""
-    st.markdown(f"**{ui.markdown_text(row['label'])}**")
+    st.markdown(f"**{common.literal_markdown(row['label'])}**")
     try:
         checkpoint, device, precision = common.load_model(row["path"])
     except CheckpointError as e:
@@ -345,7 +345,7 @@ def video_segmenters(paths: list[str], loaded: dict) -> list[Segmenter]:
     if skipped:
         st.caption(
             "Left out (other classes than the first checkpoint): "
-            + ", ".join(ui.markdown_text(p) for p in skipped)
+            + ", ".join(common.literal_markdown(p) for p in skipped)
         )
     return segmenters
 
@@ -644,7 +644,7 @@ pair = [p for p in pair if p in with_truth]
 
 columns = st.columns(1 + len(chosen))
 with columns[0]:
-    st.markdown(f"**{ui.markdown_text(photo.name)}**")
+    st.markdown(f"**{common.literal_markdown(photo.name)}**")
     st.image(photo.display, caption=f"photo · {photo.size_text}", width="stretch")
     if photo.truth is not None:
         truth_set = next(

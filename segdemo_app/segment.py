@@ -29,6 +29,7 @@ from segdemo.inference import Segmenter, WarmLatency
 from segdemo.tta import DEFAULT_SPEC as DEFAULT_TTA
 from segdemo.tta import NO_TTA, TTA
 from segdemo.video import VideoResult, drive_clip, segment_video
+from segdemo_app.common import literal_markdown
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp"]
 MASK_TYPES = ["png"]
@@ -526,17 +527,12 @@ def video_speed_table(models: Sequence[dict]) -> str:
     """A Markdown table of each model's warm frames/s and ms per frame on a clip
     (``VideoResult.models``; a model without a warm frame is left out)."""
     rows = "\n".join(
-        f"| {markdown_text(m['name'])} | {m['setting'] or '-'} | "
+        f"| {literal_markdown(m['name'])} | {m['setting'] or '-'} | "
         f"{m['fps']:.1f} | {m['ms_per_frame']:.0f} |"
         for m in models
         if m["fps"]
     )
     return "| model | setting | frames/s (warm) | ms per frame |\n|---|---|---|---|\n" + rows
-
-
-def markdown_text(text: str) -> str:
-    """``text`` shown literally inside Markdown (file names may contain ``*``, ``_``, ...)."""
-    return "".join("\\" + c if c in "\\`*_{}[]<>()#+-.!|~" else c for c in text)
 
 
 def format_params(count: float) -> str:
