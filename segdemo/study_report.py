@@ -205,14 +205,23 @@ def _sentence(name_a: str, name_b: str, diff: dict) -> str:
     return sentence
 
 
-def _claims(study: Study, headline, evaluations, names, resamples: int) -> list[dict]:
-    claims = []
+def _claims(study: Study, headline, evaluations, names, resamples: int):
+    """The claims measured (as differences), and those waiting for a model's first
+    finished run (a report written while the study trains)."""
+    claims, pending = [], []
     for claim in study.claims:
+        missing = [side.split(":")[0] for side in (claim["a"], claim["b"])]
+        missing = [model for model in missing if model not in headline]
+        if missing:
+            pending.append({**claim, "missing": sorted(set(missing))})
+            continue
         a, b = parse_entry(claim["a"], headline), parse_entry(claim["b"], headline)
-        if a.model in evaluations and b.model in evaluations:
-            diff = _difference(a, b, evaluations, names, resamples)
-            claims.append({"claim": claim["claim"], **diff})
-    return claims
+        diff = _difference(a, b, evaluations, names, resamples)
+        if diff is None:  # finished runs, but no seed in common yet
+            pending.append({**claim, "missing": []})
+            continue
+        claims.append({"claim": claim["claim"], **diff})
+    return claims, pending
 
 
 def _levels(evaluations: dict, costs: dict, road: bool) -> list[dict]:
@@ -278,7 +287,7 @@ def measure_study(
         if reference is not None and entry != reference
         if (diff := _difference(entry, reference, evaluations, names, resamples)) is not None
     ]
-    claims = _claims(study, headline, evaluations, names, resamples)
+    claims, pending_claims = _claims(study, headline, evaluations, names, resamples)
     levels = _levels(evaluations, costs, road)
     curves = _curves(runs)
     return {
@@ -302,6 +311,7 @@ def measure_study(
         "entries": rows,
         "differences": differences,
         "claims": claims,
+        "pending_claims": pending_claims,
         "levels": levels,
         "curves": curves,
     }  # fmt: skip
@@ -323,6 +333,21 @@ def _points(value: float | None) -> str:
 
 def _ci_points(interval) -> str:
     return "-" if not interval else f"{100 * interval[0]:+.2f} to {100 * interval[1]:+.2f}"
+
+
+def _claim_lines(result: dict) -> list[str]:
+    """The claims section: each claim's verdict, or what it still waits for."""
+    pending = result.get("pending_claims") or []
+    if not (result["claims"] or pending):
+        return []
+    lines = ["", "## The paper's claims on this data and budget", ""]
+    for c in result["claims"]:
+        lines.append(f"- **{c['claim']}** ({c['a']} against {c['b']}): {c['sentence']}.")
+    for c in pending:
+        waiting = ", ".join(c["missing"]) or "a seed both have finished"
+        lines.append(f"- **{c['claim']}** ({c['a']} against {c['b']}): not measured yet "
+                     f"(waiting for {waiting}).")  # fmt: skip
+    return lines
 
 
 def write_markdown(result: dict, figures: list[str], relative: str) -> str:
@@ -374,10 +399,7 @@ def write_markdown(result: dict, figures: list[str], relative: str) -> str:
                 f"| {std} | {100 * d['miou_diff_sign_flip']:.1f}% | {per_seed} |"
             )
         lines += [""] + [f"- {d['sentence']}." for d in result["differences"]]
-    if result["claims"]:
-        lines += ["", "## The paper's claims on this data and budget", ""]
-        for c in result["claims"]:
-            lines.append(f"- **{c['claim']}** ({c['a']} against {c['b']}): {c['sentence']}.")
+    lines += _claim_lines(result)
     pruned = [row for row in result["levels"] if row["mode"] is not None]
     if pruned:
         lines += ["", "## U-Net++ levels", "", "| model | mode | level | val mIoU | latency (ms) "
@@ -425,7 +447,8 @@ def _figures(result: dict, folder: Path) -> list[str]:
         ax.barh([e["name"] for e in entries], means, xerr=stds, color="#4c72b0", capsize=3)
         ax.invert_yaxis()
         ax.set_xlabel(f"val mIoU, mean ± std over {len(result['seeds'])} seeds")
-        ax.set_xlim(min(means) * 0.9 if means else 0, max(means) * 1.05 if means else 1)
+        low, high = (min(means) * 0.9, max(means) * 1.05) if means else (0.0, 1.0)
+        ax.set_xlim(low, high if high > low else low + 0.01)  # all-zero means: a sliver
         fig.tight_layout()
         fig.savefig(folder / "miou.png", dpi=110)
         plt.close(fig)
