@@ -335,6 +335,25 @@ def _ci_points(interval) -> str:
     return "-" if not interval else f"{100 * interval[0]:+.2f} to {100 * interval[1]:+.2f}"
 
 
+def _partial_lines(result: dict) -> list[str]:
+    """While the study trains: which runs the numbers below stand on."""
+    done: dict[str, list[int]] = {m["name"]: [] for m in result["models"]}
+    for run in result["runs"]:
+        done[run["model"]].append(run["seed"])
+    total = len(result["models"]) * len(result["seeds"])
+    if len(result["runs"]) == total:
+        return []
+    per_model = "; ".join(
+        f"{name}: {', '.join(map(str, sorted(seeds))) if seeds else 'none yet'}"
+        for name, seeds in done.items()
+    )
+    return [
+        "",
+        f"**Partial: {len(result['runs'])} of {total} runs have finished** (seeds "
+        f"per model: {per_model}); means and spreads are over the finished seeds.",
+    ]
+
+
 def _claim_lines(result: dict) -> list[str]:
     """The claims section: each claim's verdict, or what it still waits for."""
     pending = result.get("pending_claims") or []
@@ -364,6 +383,7 @@ def write_markdown(result: dict, figures: list[str], relative: str) -> str:
         f"paired on the same images and averaged over seeds, with a 95% bootstrap interval "
         f"over the images ({result['bootstrap']['resamples']} resamples). Latency: batch 1 "
         f"at the training size, {result['device']}.",
+        *_partial_lines(result),
         "",
         "## Models",
         "",

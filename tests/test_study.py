@@ -184,3 +184,5 @@ def test_a_report_written_while_the_study_trains_lists_the_claims_it_waits_for(t
     text = (tmp_path / "docs" / "tiny.md").read_text()
     assert "**nested skips help** (unetpp:fast:4 against unet): not measured yet (waiting for " \
            "unetpp)." in text  # fmt: skip
+    assert "**Partial: 1 of 2 runs have finished** (seeds per model: unet: 0; unetpp: none " \
+           "yet)" in text  # fmt: skip
