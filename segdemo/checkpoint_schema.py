@@ -36,6 +36,8 @@ from pydantic import (
     model_validator,
 )
 
+from segdemo.config import TrainConfig
+
 FORMAT_VERSION = 1
 
 # ---------------------------------------------------------------------------------- limits
@@ -289,9 +291,6 @@ def model_arguments_schema(model: str) -> type[BaseModel]:
 
 @functools.cache
 def _train_config_adapter() -> TypeAdapter:
-    # segdemo.train imports segdemo.checkpoints: import it only when a file is checked.
-    from segdemo.train import TrainConfig
-
     return TypeAdapter(TrainConfig)
 
 
