@@ -29,6 +29,7 @@ from test_browser import (  # noqa: E402
     REPO,
     choose_input,
     free_port,
+    playable_video,
     wait_until_healthy,
 )
 
@@ -44,15 +45,7 @@ def upload_and_wait(page, url: str, clip: Path) -> tuple[float, float, str]:
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(clip))
     page.get_by_text(clip.name).first.wait_for()
     page.get_by_role("button", name="Segment the video").click()
-    video = page.locator("video").first
-    video.wait_for()
-    video.evaluate(
-        """v => new Promise((done, fail) => {
-            if (v.readyState >= 1) return done();
-            v.onloadedmetadata = () => done();
-            v.onerror = () => fail(new Error("the video does not load"));
-        })"""
-    )
+    video = playable_video(page)
     seconds = time.perf_counter() - start
     return (
         seconds,

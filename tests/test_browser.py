@@ -321,6 +321,20 @@ def choose_input(page, name: str) -> None:
     ).click()
 
 
+def playable_video(page):
+    """The page's first video, once the browser has loaded its metadata (it can play)."""
+    video = page.locator("video").first
+    video.wait_for()
+    video.evaluate(
+        """v => new Promise((done, fail) => {
+            if (v.readyState >= 1) return done();
+            v.onloadedmetadata = () => done();
+            v.onerror = () => fail(new Error("the video does not load"));
+        })"""
+    )
+    return video
+
+
 def test_video_upload_plays_back_segmented(server, browser_page, tmp_path, record_property):
     """The synthetic drive clip in, a segmented WebM out, played to its end in Chromium."""
     from segdemo.video import drive_clip
@@ -335,15 +349,7 @@ def test_video_upload_plays_back_segmented(server, browser_page, tmp_path, recor
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(str(clip))
     page.get_by_text("drive.webm").first.wait_for()
     page.get_by_role("button", name="Segment the video").click()
-    video = page.locator("video").first
-    video.wait_for()
-    video.evaluate(
-        """v => new Promise((done, fail) => {
-            if (v.readyState >= 1) return done();
-            v.onloadedmetadata = () => done();
-            v.onerror = () => fail(new Error("the video does not load"));
-        })"""
-    )
+    video = playable_video(page)
     upload_to_video_s = time.perf_counter() - start
     duration = video.evaluate("v => v.duration")
     assert abs(duration - 2.0) < 0.15, duration
