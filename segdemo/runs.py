@@ -524,6 +524,21 @@ def summarize_progress(events: list[Event], now: float | None = None) -> dict[st
     return reading.summary
 
 
+def training_seconds(events: list[Event]) -> float:
+    """The time a run spent, from its ``progress.jsonl`` events: each attempt from its
+    ``start`` to its last event, so the pauses between a stop and its resume do not count
+    (the steps a killed attempt repeats after its checkpoint do: they cost time too)."""
+    total, previous = 0.0, None
+    for event in events:
+        moment = event.get("time")
+        if moment is None:
+            continue
+        if event.get("event") != "start" and previous is not None:
+            total += max(moment - previous, 0.0)
+        previous = moment
+    return total
+
+
 def format_duration(seconds: float | None) -> str:
     """``75`` -> ``"1 min 15 s"``; None -> ``"?"``."""
     if seconds is None:

@@ -39,6 +39,7 @@ from segdemo.checkpoints import load_checkpoint  # noqa: E402
 from segdemo.evaluate import Evaluation, evaluate_checkpoint_per_image  # noqa: E402
 from segdemo.inference import predict_logits, prepare_model  # noqa: E402
 from segdemo.models import forward_kwargs, inference_settings, model_info  # noqa: E402
+from segdemo.runs import format_duration, training_seconds  # noqa: E402
 from segdemo.study import Study, run_state  # noqa: E402
 from segdemo.train import read_progress  # noqa: E402
 
@@ -248,6 +249,19 @@ def _curves(runs) -> dict:
     return curves
 
 
+def _training_time(runs) -> dict:
+    """Wall time of every finished run (``runs.training_seconds``): per model the mean and
+    std over its seeds, and the study's total."""
+    per_model: dict[str, list[float]] = {}
+    for name, _, _, events in runs:
+        per_model.setdefault(name, []).append(training_seconds(events))
+    models = {}
+    for name, seconds in per_model.items():
+        mean, std = _mean_std(seconds)
+        models[name] = {"mean_s": mean, "std_s": std, "runs": len(seconds)}
+    return {"models": models, "total_s": sum(sum(v) for v in per_model.values())}
+
+
 def measure_study(
     study: Study,
     out: str | Path,
@@ -306,8 +320,9 @@ def measure_study(
         "machine": platform.processor() or platform.machine(),
         "models": [{"name": m.name, "model": m.model, "kwargs": m.kwargs,
                     "description": m.description} for m in study.models],
-        "runs": [{"model": name, "seed": seed, "checkpoint": e.info.get("checkpoint")}
-                 for name, seed, e, _ in runs],
+        "runs": [{"model": name, "seed": seed, "checkpoint": e.info.get("checkpoint"),
+                  "train_s": training_seconds(events)} for name, seed, e, events in runs],
+        "training_time": _training_time(runs),
         "entries": rows,
         "differences": differences,
         "claims": claims,
@@ -369,6 +384,22 @@ def _claim_lines(result: dict) -> list[str]:
     return lines
 
 
+def _training_lines(result: dict) -> list[str]:
+    """How long the runs took: the cost of the study itself."""
+    timing = result.get("training_time")
+    if not timing:
+        return []
+    per_model = "; ".join(
+        f"{name} {format_duration(t['mean_s'])}"
+        + (f" ± {format_duration(t['std_s'])}" if t["std_s"] is not None else "")
+        + f" ({t['runs']} run{'s' * (t['runs'] != 1)})"
+        for name, t in timing["models"].items()
+    )
+    return ["", f"Training time per run (wall clock of the training runs, evaluation after "
+            f"each epoch included; mean ± std over seeds): {per_model}. All "
+            f"{len(result['runs'])} runs: {format_duration(timing['total_s'])}."]  # fmt: skip
+
+
 def write_markdown(result: dict, figures: list[str], relative: str) -> str:
     road = result["label_set"] == "road"
     seeds = len(result["seeds"])
@@ -407,6 +438,7 @@ def write_markdown(result: dict, figures: list[str], relative: str) -> str:
             ]
         cells.append(_pm(row["pixel_accuracy"], row["pixel_accuracy_std"]))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _training_lines(result)
     if result["differences"]:
         lines += ["", f"## Against {result['reference']}", "",
                   "| model | mIoU difference (points) | 95% CI | std over seeds | resamples "

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from segdemo import charts
+from segdemo import charts, runs
 
 # The reports that ship with segdemo (docs/study/<study>/study.json), or $SEGDEMO_STUDIES.
 BUNDLED_STUDIES = Path(__file__).resolve().parents[1] / "docs" / "study"
@@ -76,6 +76,16 @@ def render() -> None:
         for e in entries
     )
     st.dataframe(table, hide_index=True)
+    timing = result.get("training_time")
+    if timing:
+        st.caption(
+            f"Training: {runs.format_duration(timing['total_s'])} for all {len(result['runs'])} "
+            "runs (wall clock, evaluation included); per run: "
+            + ", ".join(
+                f"{name} {runs.format_duration(t['mean_s'])}"
+                for name, t in timing["models"].items()
+            )
+        )
     models = [{"name": e["name"], "miou": e["miou"],
                "miou_ci95": _spread(e["miou"], e["miou_std"])} for e in entries]  # fmt: skip
     st.plotly_chart(

@@ -190,6 +190,11 @@ def _study_json(folder) -> None:
                     entry("unetpp (accurate L4)", "unetpp:accurate:4", 0.29, 0.01, "accurate", 4)],
         "differences": [diff], "claims": [{**diff, "claim": "deep supervision helps"}],
         "levels": levels,
+        "runs": [{"model": m, "seed": k, "train_s": 600.0 + 60 * k}
+                 for m in ("unet", "unetpp") for k in (0, 1)],
+        "training_time": {"total_s": 2520.0, "models": {
+            "unet": {"mean_s": 630.0, "std_s": 42.4, "runs": 2},
+            "unetpp": {"mean_s": 630.0, "std_s": 42.4, "runs": 2}}},
     }  # fmt: skip
     (folder / "demo").mkdir(parents=True)
     (folder / "demo" / "study.json").write_text(json.dumps(result))
@@ -211,3 +216,4 @@ def test_the_study_view_shows_the_verdict_spread_differences_and_levels(
     assert any("Difference from unet" in t for t in titles)
     table = at.dataframe[0].value
     assert list(table["val mIoU"]) == ["0.280 ± 0.010", "0.290 ± 0.010"]
+    assert any("42 min 00 s for all 4 runs" in c.value for c in at.caption)

@@ -103,6 +103,25 @@ def test_summarize_progress_empty_and_failed():
     assert s["phase"] == "failed" and s["error"] == "ValueError: bad"
 
 
+def test_training_time_counts_each_attempt_and_not_the_pause_before_a_resume():
+    events = [
+        {"event": "start", "step": 0, "time": 1000.0},
+        {"event": "step", "step": 10, "loss": 2.0, "time": 1060.0},
+        {"event": "epoch", "epoch": 1, "step": 20, "time": 1100.0},
+        {"event": "stopped", "step": 20, "time": 1101.0},
+        {"event": "end", "status": "stopped", "time": 1102.0},
+        # resumed a day later; then killed after one step event, resumed again
+        {"event": "start", "step": 20, "time": 90000.0},
+        {"event": "step", "step": 30, "loss": 1.5, "time": 90030.0},
+        {"event": "start", "step": 20, "time": 95000.0},
+        {"event": "step", "step": 30, "loss": 1.5},  # no time: ignored
+        {"event": "epoch", "epoch": 2, "step": 40, "time": 95050.0},
+        {"event": "end", "status": "finished", "time": 95051.0},
+    ]
+    assert runs.training_seconds(events) == pytest.approx(102.0 + 30.0 + 51.0)
+    assert runs.training_seconds([]) == 0.0
+
+
 def test_format_duration():
     assert runs.format_duration(None) == "?"
     assert runs.format_duration(42.4) == "42 s"

@@ -95,6 +95,14 @@ def test_a_study_resumes_after_a_kill_without_redoing_finished_runs(tmp_path):
     assert {(r["model"], r["seed"]) for r in result["runs"]} == {
         (m.name, s) for m, s in study.runs()
     }
+    # Training time: the resumed run counts both attempts, and the total is every run's sum.
+    train_s = {(r["model"], r["seed"]): r["train_s"] for r in result["runs"]}
+    times = [e["time"] for e in read_progress(second)]
+    assert 0 < train_s[("unetpp", 0)] < times[-1] - times[0]  # the restart's pause is left out
+    assert all(t > 0 for t in train_s.values())
+    assert result["training_time"]["total_s"] == pytest.approx(sum(train_s.values()))
+    assert result["training_time"]["models"]["unet"]["runs"] == 2
+    assert "Training time per run" in (report / "tiny.md").read_text()
     entries = {e["key"]: e for e in result["entries"]}
     assert set(entries) == {"unet", "unetpp:accurate:4", "unetpp:fast:4"}
     for key, mode in (("unet", None), ("unetpp:accurate:4", "accurate"), ("unetpp:fast:4", "fast")):
