@@ -514,11 +514,17 @@ def _figures(result: dict, folder: Path) -> list[str]:
         high = [100 * d["miou_diff_ci95"][1] - p for p, d in zip(points, diffs, strict=True)]
         ax.errorbar(points, range(len(diffs)), xerr=[low, high], fmt="o", color="#c44e52",
                     capsize=3, label="mean over seeds, 95% CI over images")  # fmt: skip
+        per_seed = [(100 * v, i) for i, d in enumerate(diffs)
+                    for v in d.get("miou_diff_per_seed") or [] if v is not None]  # fmt: skip
+        if per_seed:
+            seeds_x, seeds_y = zip(*per_seed, strict=True)
+            ax.scatter(seeds_x, seeds_y, marker="x", s=18, color="#555555", label="each seed")
         ax.axvline(0, color="grey", lw=1)
         ax.set_yticks(range(len(diffs)), labels)
         ax.invert_yaxis()
         ax.set_xlabel("mIoU difference (points)")
-        ax.legend(loc="lower right", fontsize=8)
+        # above the axes, where no point can hide under it
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
         fig.tight_layout()
         fig.savefig(folder / "differences.png", dpi=110)
         plt.close(fig)
