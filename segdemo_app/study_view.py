@@ -40,6 +40,16 @@ def verdict(result: dict) -> list[str]:
     return lines
 
 
+def headline(result: dict) -> str:
+    """The one-sentence verdict: the model with the highest mean mIoU and how it compares
+    with the reference."""
+    best = max(result["entries"], key=lambda e: e["miou"])
+    text = f"{best['name']} has the highest mean val mIoU ({best['miou']:.3f}"
+    text += f" ± {best['miou_std']:.3f})" if best.get("miou_std") is not None else ")"
+    diff = next((d for d in result["differences"] if d["a"] == best["name"]), None)
+    return text + (f": {diff['sentence']}." if diff else ".")
+
+
 def render() -> None:
     files = study_files()
     if not files:
@@ -58,8 +68,7 @@ def render() -> None:
         "differences paired on the same images (95% bootstrap interval over the images, "
         "seeds averaged)."
     )
-    for line in verdict(result)[:1]:
-        st.success(line[0].upper() + line[1:] + ".")
+    st.success(headline(result))
     with st.expander("Every comparison in words", expanded=False):
         for line in verdict(result):
             st.markdown(f"- {line}.")

@@ -209,6 +209,7 @@ def test_the_study_view_shows_the_verdict_spread_differences_and_levels(
     at.run()
     at.segmented_control(key="compare_view").set_value("Study").run()
     assert not at.exception
+    assert at.success[0].value.startswith("unetpp (accurate L4) has the highest mean val mIoU")
     assert "better than unet by +1.2 points" in at.success[0].value
     titles = [chart.proto.spec for chart in at.get("plotly_chart")]
     assert len(titles) == 3
