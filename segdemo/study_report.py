@@ -249,12 +249,12 @@ def _curves(runs) -> dict:
     return curves
 
 
-def _training_time(runs) -> dict:
-    """Wall time of every finished run (``runs.training_seconds``): per model the mean and
-    std over its seeds, and the study's total."""
+def _training_time(run_rows: list[dict]) -> dict:
+    """From the runs' ``train_s``: per model the mean and std over its seeds, and the
+    study's total."""
     per_model: dict[str, list[float]] = {}
-    for name, _, _, events in runs:
-        per_model.setdefault(name, []).append(training_seconds(events))
+    for row in run_rows:
+        per_model.setdefault(row["model"], []).append(row["train_s"])
     models = {}
     for name, seconds in per_model.items():
         mean, std = _mean_std(seconds)
@@ -301,6 +301,8 @@ def measure_study(
         if reference is not None and entry != reference
         if (diff := _difference(entry, reference, evaluations, names, resamples)) is not None
     ]
+    run_rows = [{"model": name, "seed": seed, "checkpoint": e.info.get("checkpoint"),
+                 "train_s": training_seconds(events)} for name, seed, e, events in runs]  # fmt: skip
     claims, pending_claims = _claims(study, headline, evaluations, names, resamples)
     levels = _levels(evaluations, costs, road)
     curves = _curves(runs)
@@ -320,9 +322,8 @@ def measure_study(
         "machine": platform.processor() or platform.machine(),
         "models": [{"name": m.name, "model": m.model, "kwargs": m.kwargs,
                     "description": m.description} for m in study.models],
-        "runs": [{"model": name, "seed": seed, "checkpoint": e.info.get("checkpoint"),
-                  "train_s": training_seconds(events)} for name, seed, e, events in runs],
-        "training_time": _training_time(runs),
+        "runs": run_rows,
+        "training_time": _training_time(run_rows),
         "entries": rows,
         "differences": differences,
         "claims": claims,
