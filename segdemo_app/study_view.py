@@ -41,13 +41,39 @@ def verdict(result: dict) -> list[str]:
 
 
 def headline(result: dict) -> str:
-    """The one-sentence verdict: the model with the highest mean mIoU and how it compares
-    with the reference."""
+    """The one-sentence verdict: the model with the highest mean mIoU (and, in a road study,
+    its road IoU) and how it compares with the reference."""
     best = max(result["entries"], key=lambda e: e["miou"])
-    text = f"{best['name']} has the highest mean val mIoU ({best['miou']:.3f}"
-    text += f" ± {best['miou_std']:.3f})" if best.get("miou_std") is not None else ")"
+    text = f"{best['name']} has the highest mean val mIoU ({_pm(best, 'miou')}"
+    if result.get("label_set") == "road" and best.get("road_iou") is not None:
+        text += f"; road IoU {_pm(best, 'road_iou')}"
+    text += ")"
     diff = next((d for d in result["differences"] if d["a"] == best["name"]), None)
     return text + (f": {diff['sentence']}." if diff else ".")
+
+
+def _pm(entry: dict, key: str) -> str:
+    value, std = entry.get(key), entry.get(f"{key}_std")
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if std is None else f"{value:.3f} ± {std:.3f}"
+
+
+def _table_rows(entries: list[dict], label_set: str | None) -> list[dict]:
+    """One row per model: mean ± std over seeds (road IoU and F1 too for a road study),
+    size and speed."""
+    road = label_set == "road"
+    return [
+        {
+            "model": e["name"],
+            "val mIoU": _pm(e, "miou"),
+            **({"road IoU": _pm(e, "road_iou"), "road F1": _pm(e, "road_f1")} if road else {}),
+            "parameters (M)": round(e.get("params", 0) / 1e6, 2),
+            "GFLOPs": round(e.get("gflops", 0), 2),
+            "latency (ms)": round(e.get("latency_ms", 0), 1),
+        }
+        for e in entries
+    ]
 
 
 def render() -> None:
@@ -74,17 +100,7 @@ def render() -> None:
             st.markdown(f"- {line}.")
 
     entries = result["entries"]
-    table = pd.DataFrame(
-        {
-            "model": e["name"],
-            "val mIoU": f"{e['miou']:.3f} ± {e['miou_std'] or 0:.3f}",
-            "parameters (M)": round(e.get("params", 0) / 1e6, 2),
-            "GFLOPs": round(e.get("gflops", 0), 2),
-            "latency (ms)": round(e.get("latency_ms", 0), 1),
-        }
-        for e in entries
-    )
-    st.dataframe(table, hide_index=True)
+    st.dataframe(pd.DataFrame(_table_rows(entries, result.get("label_set"))), hide_index=True)
     timing = result.get("training_time")
     if timing:
         st.caption(

@@ -165,15 +165,17 @@ def test_wrong_classes_name_the_colours_of_the_mistakes():
     )
 
 
-def _study_json(folder) -> None:
+def _study_json(folder, road: bool = False) -> None:
     """A study report as ``study --report`` writes it (two models, two seeds)."""
     import json
 
     def entry(name, key, miou, std, mode=None, level=None, latency=10.0):
+        scores = ({"road_iou": miou + 0.62, "road_iou_std": 0.004, "road_f1": miou + 0.667,
+                   "road_f1_std": 0.002} if road else {})  # fmt: skip
         return {"name": name, "key": key, "model": key.split(":")[0], "mode": mode,
                 "level": level, "miou": miou, "miou_std": std, "pixel_accuracy": 0.8,
                 "pixel_accuracy_std": 0.01, "per_class_iou": {"road": 0.9},
-                "params": 2e6, "gflops": 1.5, "latency_ms": latency, "seeds": {}}  # fmt: skip
+                "params": 2e6, "gflops": 1.5, "latency_ms": latency, "seeds": {}, **scores}  # fmt: skip
 
     diff = {"a": "unetpp (accurate L4)", "b": "unet", "miou_diff": 0.012,
             "miou_diff_ci95": [0.004, 0.02], "miou_diff_sign_flip": 0.0,
@@ -185,7 +187,7 @@ def _study_json(folder) -> None:
               for m in ("fast", "accurate") for k in (1, 2, 3, 4)]  # fmt: skip
     result = {
         "study": "demo", "description": "U-Net vs U-Net++", "seeds": [0, 1], "images": 50,
-        "reference": "unet", "models": [{"name": "unet"}, {"name": "unetpp"}],
+        "label_set": "road" if road else "cityscapes19", "reference": "unet", "models": [{"name": "unet"}, {"name": "unetpp"}],
         "entries": [entry("unet", "unet", 0.28, 0.01),
                     entry("unetpp (accurate L4)", "unetpp:accurate:4", 0.29, 0.01, "accurate", 4)],
         "differences": [diff], "claims": [{**diff, "claim": "deep supervision helps"}],
@@ -217,4 +219,18 @@ def test_the_study_view_shows_the_verdict_spread_differences_and_levels(
     assert any("Difference from unet" in t for t in titles)
     table = at.dataframe[0].value
     assert list(table["val mIoU"]) == ["0.280 ± 0.010", "0.290 ± 0.010"]
+    assert "road IoU" not in table.columns
     assert any("42 min 00 s for all 4 runs" in c.value for c in at.caption)
+
+
+def test_the_study_view_of_a_road_study_gives_road_iou_and_f1(app_dirs, tmp_path, monkeypatch):
+    _study_json(tmp_path / "studies", road=True)
+    monkeypatch.setenv("SEGDEMO_STUDIES", str(tmp_path / "studies"))
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.run()
+    at.segmented_control(key="compare_view").set_value("Study").run()
+    assert not at.exception
+    assert "(0.290 ± 0.010; road IoU 0.910 ± 0.004)" in at.success[0].value
+    table = at.dataframe[0].value
+    assert list(table["road IoU"]) == ["0.900 ± 0.004", "0.910 ± 0.004"]
+    assert list(table["road F1"]) == ["0.947 ± 0.002", "0.957 ± 0.002"]
