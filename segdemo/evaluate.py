@@ -35,6 +35,7 @@ from segdemo.models.registry import (
     inference_settings,
     pruning_levels,
 )
+from segdemo.shift import Shift
 from segdemo.tta import NO_TTA, TTA, average_probabilities, probabilities
 
 
@@ -59,11 +60,15 @@ class _EvalItems(torch.utils.data.Dataset):
     """Items for evaluation: the photo prepared as ``predict`` and the app prepare it
     (``inference.preprocess``: the one resize policy, then normalisation) and the mask at
     its native resolution. An unreadable file yields None (skipped, noted in the
-    dataset's ``problems``), as in training."""
+    dataset's ``problems``), as in training. With a ``shift`` (``segdemo.shift``) the photo
+    is first changed as another camera would have taken it, the same way for every model."""
 
-    def __init__(self, dataset, input_size: tuple[int, int] | None) -> None:
+    def __init__(
+        self, dataset, input_size: tuple[int, int] | None, shift: Shift | None = None
+    ) -> None:
         self.dataset, self.indices = _base_and_indices(dataset)
         self.input_size = None if input_size is None else tuple(input_size)
+        self.shift = shift
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -77,6 +82,8 @@ class _EvalItems(torch.utils.data.Dataset):
                 raise
             self.dataset.mark_unreadable(index, exc)
             return None
+        if self.shift is not None:
+            image = self.shift(image, index)
         return {
             "image": preprocess(image, self.input_size, self.dataset.normalization)[0],
             "mask": torch.from_numpy(mask.astype(np.int64)),
@@ -426,6 +433,7 @@ def evaluate_per_image(
     distributed: bool = False,
     progress: Callable[[int, int], None] | None = None,
     tta: TTA = NO_TTA,
+    shift: str | None = None,
 ) -> Evaluation:
     """Score ``model`` on ``dataset`` (a dataset from ``open_dataset``, any ``size``: items
     are read at native size with ``read_raw``), keeping one confusion matrix per image.
@@ -443,6 +451,8 @@ def evaluate_per_image(
         progress: called with ``(done, total)`` images of this rank after every batch.
         tta: test-time augmentation (``segdemo.tta``): the probabilities of every setting
             are averaged over its views before the argmax.
+        shift: score on the photos changed by ``segdemo.shift.Shift(shift)`` (e.g.
+            ``"camera"``: other cameras and light), each image the same way for every model.
 
     Returns:
         An :class:`Evaluation`.
@@ -453,7 +463,7 @@ def evaluate_per_image(
     label_set = _label_set_of(dataset)
     names = list(label_set.names)
     dataset, rank, world = _shard(dataset, max_items, distributed)
-    items = _EvalItems(dataset, input_size)
+    items = _EvalItems(dataset, input_size, None if shift is None else Shift(shift))
 
     was_training = model.training
     model.eval()
@@ -480,7 +490,10 @@ def evaluate_per_image(
         confusion=confusion,
         default=("accurate", levels) if per_level else setting,
         eval_time_s=time.perf_counter() - start,
-        info={"tta": tta.describe()} if tta.enabled else {},
+        info={
+            **({"tta": tta.describe()} if tta.enabled else {}),
+            **({"shift": shift} if shift is not None else {}),
+        },  # fmt: skip
     )
 
 
@@ -781,5 +794,7 @@ def compare_checkpoints(
     result = compare_evaluations(
         models, reference=reference, resamples=resamples, seed=seed, per_image=per_image
     )
-    result["dataset"] = next(iter(evaluations.values())).info["dataset"]
+    info = next(iter(evaluations.values())).info
+    result["dataset"] = info["dataset"]
+    result.update({key: info[key] for key in ("tta", "shift") if key in info})
     return result

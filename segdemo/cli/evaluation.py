@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 
+from segdemo.shift import SHIFTS
 from segdemo.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from segdemo.tta import TTA
 
@@ -74,12 +75,14 @@ def cmd_eval(args) -> int:
         seed=args.seed,
         per_image=args.per_image,
         tta=TTA.parse(args.tta),
+        shift=args.shift,
     )
     if args.json:
         result = {k: v for k, v in result.items() if k != "confusion_matrix" or args.confusion}
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['model']} on {args.data} ({args.split}, {result['images']} images)")
+    shifted = f", shifted: {args.shift}" if args.shift else ""
+    print(f"{result['model']} on {args.data} ({args.split}, {result['images']} images{shifted})")
     interval = f" (95% CI {_ci(result.get('miou_ci95'))})" if "miou_ci95" in result else ""
     print(f"  mIoU {result['miou']:.4f}{interval}   pixel accuracy {result['pixel_accuracy']:.4f}")
     print(f"  {len(result['counted_classes'])} classes counted in the mean (Cityscapes mIoU)")
@@ -123,6 +126,7 @@ def cmd_compare(args) -> int:
         precision=args.precision,
         progress=_progress_bar(args.json, "eval"),
         tta=TTA.parse(args.tta),
+        shift=args.shift,
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -137,9 +141,10 @@ def compare_lines(result: dict) -> list[str]:
     data = result["dataset"]
     boot = result["bootstrap"]
     width = max(len(m["name"]) for m in result["models"]) + 2
+    shifted = f", shifted: {result['shift']}" if result.get("shift") else ""
     lines = [
         f"{len(result['models'])} models on {data['root']} ({data['split']}, "
-        f"{result['images']} images, the same for all); 95% intervals from "
+        f"{result['images']} images{shifted}, the same for all); 95% intervals from "
         f"{boot['resamples']} bootstrap resamples of the images (seed {boot['seed']})",
         "",
         f"  {'model':<{width}} {'mIoU':>7}  {'95% CI':<14} {'pixel acc.':>10}  95% CI",
@@ -196,6 +201,15 @@ def add_tta_argument(parser) -> None:
     )  # fmt: skip
 
 
+def add_shift_argument(parser) -> None:
+    parser.add_argument(
+        "--shift", choices=SHIFTS,
+        help="score on the val photos as another camera in other light would take them "
+        "(colour temperature, tone curve, exposure, defocus, sensor noise, lower resolution, "
+        "JPEG), the same draw per image for every model; see docs/evaluation.md",
+    )  # fmt: skip
+
+
 def _add_bootstrap(parser) -> None:
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
                         help="bootstrap resamples of the images for the 95%% intervals "
@@ -220,6 +234,7 @@ def add_parsers(sub) -> None:
                     help="one row per image: path, mIoU and pixel accuracy")  # fmt: skip
     ev.add_argument("--json", action="store_true")
     add_tta_argument(ev)
+    add_shift_argument(ev)
     ev.add_argument("--confusion", action="store_true", help="include the confusion matrix in JSON")
     ev.set_defaults(func=cmd_eval)
 
@@ -245,6 +260,7 @@ def add_parsers(sub) -> None:
     cp.add_argument("--per-image", action="store_true", help="each model's mIoU per image")
     cp.add_argument("--json", action="store_true")
     add_tta_argument(cp)
+    add_shift_argument(cp)
     cp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="evaluate checkpoints and write the results tables/figures")
