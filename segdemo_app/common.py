@@ -143,8 +143,9 @@ def default_checkpoints(rows: Sequence[dict], most: int = 3) -> list[str]:
     """Checkpoints selected before the user picks: the bundled ones of the richest label
     set (mIoUs of different label sets do not compare; a binary road model stays in the
     picker), most accurate first (the pretrained flagship leads, the from-scratch pair
-    follows for comparison), else the newest checkpoint of each architecture (``best``
-    before ``last``), at most ``most``, and at least two when two exist."""
+    follows for comparison), up to four (what fits a wide window); else the newest
+    checkpoint of each architecture (``best`` before ``last``), at most ``most``, and at
+    least two when two exist."""
     bundled = [row for row in rows if row["bundled"]]
     if bundled:
         richest = max(row.get("num_classes") or 0 for row in bundled)
