@@ -490,6 +490,13 @@ def _train_line(train: dict) -> str:
     )
 
 
+def figure_differences(result: dict) -> list[dict]:
+    """The rows of the differences figure: every difference from the reference, then the
+    claims about other pairs (a claim about a pair already shown adds no row)."""
+    shown = {(d["a"], d["b"]) for d in result["differences"]}
+    return result["differences"] + [c for c in result["claims"] if (c["a"], c["b"]) not in shown]
+
+
 def _figures(result: dict, folder: Path) -> list[str]:
     written = []
     entries = result["entries"]
@@ -506,7 +513,7 @@ def _figures(result: dict, folder: Path) -> list[str]:
         fig.savefig(folder / "miou.png", dpi=110)
         plt.close(fig)
         written.append("miou.png")
-    diffs = result["differences"] + result["claims"]
+    diffs = figure_differences(result)
     if diffs:
         fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(diffs)))
         labels = [f"{d['a']} − {d['b']}" for d in diffs]

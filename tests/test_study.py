@@ -167,6 +167,18 @@ def test_a_difference_is_clear_only_when_the_seeds_agree_on_its_sign():
     assert "+3.0, +1.2, -0.6" in sentence
 
 
+def test_the_differences_figure_shows_each_pair_once():
+    from segdemo.study_report import figure_differences
+
+    differences = [{"a": "unetpp", "b": "unet"}, {"a": "wide", "b": "unet"}]
+    claims = [{"claim": "U-Net++ beats U-Net", "a": "unetpp", "b": "unet"},
+              {"claim": "L3 costs little", "a": "unetpp L3", "b": "unetpp"}]  # fmt: skip
+    rows = figure_differences({"differences": differences, "claims": claims})
+    assert [(r["a"], r["b"]) for r in rows] == [
+        ("unetpp", "unet"), ("wide", "unet"), ("unetpp L3", "unetpp")
+    ]  # fmt: skip
+
+
 def test_a_report_written_while_the_study_trains_lists_the_claims_it_waits_for(tmp_path):
     """Only U-Net's runs have finished: the report covers them and names the claims that
     need a U-Net++ run, instead of failing."""
