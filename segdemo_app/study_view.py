@@ -76,8 +76,13 @@ def _table_rows(entries: list[dict], label_set: str | None) -> list[dict]:
     ]
 
 
+def _runs(path: Path) -> int:
+    return len(load_study(str(path), path.stat().st_mtime_ns).get("runs") or [])
+
+
 def render() -> None:
-    files = study_files()
+    # the study with the most runs first (for the bundled reports: the 19-class one)
+    files = sorted(study_files(), key=lambda p: (-_runs(p), p.parent.name))
     if not files:
         st.info("No study report found (docs/study/*/study.json); see docs/study.md.")
         return

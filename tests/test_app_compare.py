@@ -165,7 +165,7 @@ def test_wrong_classes_name_the_colours_of_the_mistakes():
     )
 
 
-def _study_json(folder, road: bool = False) -> None:
+def _study_json(folder, road: bool = False, name: str = "demo", runs: int = 2) -> None:
     """A study report as ``study --report`` writes it (two models, two seeds)."""
     import json
 
@@ -193,13 +193,13 @@ def _study_json(folder, road: bool = False) -> None:
         "differences": [diff], "claims": [{**diff, "claim": "deep supervision helps"}],
         "levels": levels,
         "runs": [{"model": m, "seed": k, "train_s": 600.0 + 60 * k}
-                 for m in ("unet", "unetpp") for k in (0, 1)],
+                 for m in ("unet", "unetpp") for k in range(runs)],
         "training_time": {"total_s": 2520.0, "models": {
             "unet": {"mean_s": 630.0, "std_s": 42.4, "runs": 2},
             "unetpp": {"mean_s": 630.0, "std_s": 42.4, "runs": 2}}},
     }  # fmt: skip
-    (folder / "demo").mkdir(parents=True)
-    (folder / "demo" / "study.json").write_text(json.dumps(result))
+    (folder / name).mkdir(parents=True)
+    (folder / name / "study.json").write_text(json.dumps(result))
 
 
 def test_the_study_view_shows_the_verdict_spread_differences_and_levels(
@@ -224,12 +224,18 @@ def test_the_study_view_shows_the_verdict_spread_differences_and_levels(
 
 
 def test_the_study_view_of_a_road_study_gives_road_iou_and_f1(app_dirs, tmp_path, monkeypatch):
-    _study_json(tmp_path / "studies", road=True)
+    _study_json(tmp_path / "studies", road=True, name="a_road", runs=2)
+    _study_json(tmp_path / "studies", name="b_classes", runs=3)
     monkeypatch.setenv("SEGDEMO_STUDIES", str(tmp_path / "studies"))
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.run()
     at.segmented_control(key="compare_view").set_value("Study").run()
     assert not at.exception
+    # the study with the most runs opens first, whatever the names' order
+    study = at.selectbox(key="compare_study")
+    assert study.options == ["b_classes", "a_road"]
+    assert "road IoU" not in at.dataframe[0].value.columns
+    study.select_index(1).run()
     assert "(0.290 ± 0.010; road IoU 0.910 ± 0.004)" in at.success[0].value
     table = at.dataframe[0].value
     assert list(table["road IoU"]) == ["0.900 ± 0.004", "0.910 ± 0.004"]
