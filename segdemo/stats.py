@@ -212,6 +212,14 @@ def paired_difference(
     }
 
 
+def spread_text(mean: float | None, std: float | None, scale: float = 1.0, digits: int = 3) -> str:
+    """``"0.283 ± 0.002"``; the mean alone without a std (one seed), ``"-"`` without a mean."""
+    if mean is None:
+        return "-"
+    text = f"{mean * scale:.{digits}f}"
+    return text + (f" ± {std * scale:.{digits}f}" if std is not None else "")
+
+
 def describe_difference(name_a: str, name_b: str, diff: float, ci95: Sequence[float]) -> str:
     """One plain sentence about an mIoU difference ``a - b`` and its 95% interval, in points.
 

@@ -336,13 +336,6 @@ def measure_study(
 # --------------------------------------------------------------------------- writing
 
 
-def _pm(mean: float | None, std: float | None, scale: float = 1.0, digits: int = 3) -> str:
-    if mean is None:
-        return "-"
-    text = f"{mean * scale:.{digits}f}"
-    return text + (f" ± {std * scale:.{digits}f}" if std is not None else "")
-
-
 def _points(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:+.2f}"
 
@@ -430,14 +423,14 @@ def write_markdown(result: dict, figures: list[str], relative: str) -> str:
             f"{row['params'] / 1e6:.2f}" if "params" in row else "-",
             f"{row['gflops']:.2f}" if "gflops" in row else "-",
             f"{row['latency_ms']:.1f}" if "latency_ms" in row else "-",
-            _pm(row["miou"], row["miou_std"]),
+            stats.spread_text(row["miou"], row["miou_std"]),
         ]
         if road:
             cells += [
-                _pm(row["road_iou"], row["road_iou_std"]),
-                _pm(row["road_f1"], row["road_f1_std"]),
+                stats.spread_text(row["road_iou"], row["road_iou_std"]),
+                stats.spread_text(row["road_f1"], row["road_f1_std"]),
             ]
-        cells.append(_pm(row["pixel_accuracy"], row["pixel_accuracy_std"]))
+        cells.append(stats.spread_text(row["pixel_accuracy"], row["pixel_accuracy_std"]))
         lines.append("| " + " | ".join(cells) + " |")
     lines += _training_lines(result)
     if result["differences"]:
@@ -460,7 +453,7 @@ def write_markdown(result: dict, figures: list[str], relative: str) -> str:
         for row in pruned:
             lines.append(
                 f"| {row['model']} | {row['mode']} | L{row['level']} | "
-                f"{_pm(row['miou'], row['miou_std'])} | "
+                f"{stats.spread_text(row['miou'], row['miou_std'])} | "
                 f"{row.get('latency_ms', float('nan')):.1f} | {row.get('params', 0) / 1e6:.3f} "
                 f"| {row.get('gflops', float('nan')):.2f} |"
             )

@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from segdemo import charts, runs
+from segdemo.stats import spread_text
 
 # The reports that ship with segdemo (docs/study/<study>/study.json), or $SEGDEMO_STUDIES.
 BUNDLED_STUDIES = Path(__file__).resolve().parents[1] / "docs" / "study"
@@ -53,10 +54,7 @@ def headline(result: dict) -> str:
 
 
 def _pm(entry: dict, key: str) -> str:
-    value, std = entry.get(key), entry.get(f"{key}_std")
-    if value is None:
-        return "n/a"
-    return f"{value:.3f}" if std is None else f"{value:.3f} ± {std:.3f}"
+    return spread_text(entry.get(key), entry.get(f"{key}_std"))
 
 
 def _table_rows(entries: list[dict], label_set: str | None) -> list[dict]:
