@@ -450,6 +450,33 @@ _RNG_TENSOR = re.compile(r"^rng/[A-Za-z0-9_]{1,32}$")
 _MAX_RNG_STATE = 2**20
 
 
+def _optimizer_order(name: str, model: nn.Module, meta) -> list[tuple[int, ...]]:
+    """The parameter shapes in the order the run's optimizer numbered its state: one group,
+    or two (``encoder_lr_mult``: decoder and heads, then the encoder)."""
+    from segdemo.models import parameter_groups
+
+    groups = (meta.get("optimizer") or {}).get("param_groups") or [{}]
+    if len(groups) > 2:
+        raise CheckpointError(
+            f"{name} has invalid metadata: {len(groups)} optimizer parameter groups, "
+            "segdemo makes one or two"
+        )
+    try:
+        ordered = parameter_groups(model, split_encoder=len(groups) == 2)
+    except ValueError:
+        raise CheckpointError(
+            f"{name} has invalid metadata: two optimizer parameter groups, but "
+            f"{_describe(meta)} has no encoder to give its own learning rate"
+        ) from None
+    for k, (group, params) in enumerate(zip(groups, ordered, strict=True)):
+        if "params" in group and len(group["params"]) != len(params):
+            raise CheckpointError(
+                f"{name} has invalid metadata: optimizer parameter group {k} has "
+                f"{len(group['params'])} parameters, but {_describe(meta)} puts {len(params)} there"
+            )
+    return [tuple(p.shape) for group in ordered for p in group]
+
+
 def _check_tensors(name: str, specs: dict[str, _TensorSpec], model: nn.Module, meta) -> None:
     """Every tensor of the file is a weight of ``model`` with its shape and a fitting dtype,
     or training state that fits its parameters."""
@@ -494,7 +521,7 @@ def _check_tensors(name: str, specs: dict[str, _TensorSpec], model: nn.Module, m
                 f"{'a floating-point type' if tensor.is_floating_point() else tensor.dtype}"
             )
 
-    parameters = [tuple(p.shape) for p in model.parameters()]
+    parameters = _optimizer_order(name, model, meta)
     for key, spec in specs.items():
         if not key.startswith(TRAIN_PREFIX):
             continue

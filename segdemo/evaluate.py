@@ -774,7 +774,11 @@ def compare_checkpoints(
     Returns:
         :func:`compare_evaluations`' dict with ``dataset`` (root, split, format).
     """
+    from segdemo.checkpoints import check_checkpoint
+
     specs = [(c, None, None) if isinstance(c, str | Path) else tuple(c) for c in checkpoints]
+    for path in dict.fromkeys(str(path) for path, _, _ in specs):
+        check_checkpoint(path)  # every file is sound before minutes of scoring start
     evaluations: dict[str, Evaluation] = {}
     for path, _, _ in specs:
         if str(path) not in evaluations:

@@ -281,17 +281,12 @@ def _class_weights(config: TrainConfig, train_set) -> list[float] | None:
 
 def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW; with ``encoder_lr_mult != 1`` the encoder is its own parameter group."""
-    from segdemo.models import encoder_of
+    from segdemo.models import encoder_of, parameter_groups
 
-    encoder = encoder_of(model) if config.encoder_lr_mult != 1.0 else None
-    if encoder is None:
-        groups = [{"params": list(model.parameters()), "lr": config.lr}]
-    else:
-        in_encoder = {id(p) for p in encoder.parameters()}
-        groups = [
-            {"params": [p for p in model.parameters() if id(p) not in in_encoder], "lr": config.lr},
-            {"params": list(encoder.parameters()), "lr": config.lr * config.encoder_lr_mult},
-        ]
+    split = config.encoder_lr_mult != 1.0 and encoder_of(model) is not None
+    parts = parameter_groups(model, split)
+    rates = (config.lr, config.lr * config.encoder_lr_mult)[: len(parts)]
+    groups = [{"params": params, "lr": lr} for params, lr in zip(parts, rates, strict=True)]
     for group in groups:
         group["initial_lr"] = group["lr"]  # the schedule scales this (as torch's schedulers)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)

@@ -145,10 +145,21 @@ def test_training_state_of_a_real_run_passes(tmp_path):
     loaded = load_checkpoint(path, with_optimizer=True)
     assert set(loaded.train_tensors) == set(train)
     # ... and an optimizer whose groups name parameters the model lacks does not.
-    meta["optimizer"]["param_groups"][0]["params"].append(10_000)
+    meta["optimizer"]["param_groups"][0]["params"][-1] = 10_000
     checkpoints.save_checkpoint(tmp_path / "bad.safetensors", model, meta, train)
     with pytest.raises(CheckpointError, match="optimizer.param_groups names a parameter"):
         load_checkpoint(tmp_path / "bad.safetensors")
+    # Groups that do not split the model the way training does are refused, too.
+    meta["optimizer"]["param_groups"][0]["params"] = meta["optimizer"]["param_groups"][0]["params"][
+        :3
+    ]
+    checkpoints.save_checkpoint(tmp_path / "short.safetensors", model, meta, train)
+    with pytest.raises(CheckpointError, match="group 0 has 3 parameters"):
+        load_checkpoint(tmp_path / "short.safetensors")
+    meta["optimizer"]["param_groups"] *= 3
+    checkpoints.save_checkpoint(tmp_path / "three.safetensors", model, meta, train)
+    with pytest.raises(CheckpointError, match="3 optimizer parameter groups"):
+        load_checkpoint(tmp_path / "three.safetensors")
 
 
 def test_paths_that_are_not_checkpoint_files(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -124,6 +125,15 @@ def test_compare_refuses_a_level_the_model_does_not_have(tiny, capsys):
     assert code == 2 and "fast L9 was not evaluated" in capsys.readouterr().err
     code = main(["compare", "--ckpt", tiny["unetpp"], "--ckpt", f"{tiny['unet']}@fast:1", *ARGS])
     assert code == 2 and "no pruning levels" in capsys.readouterr().err
+
+
+def test_compare_checks_every_file_before_scoring_any(tiny, tmp_path, capsys):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(Path(tiny["unet"]).read_bytes()[:200])
+    code = main(["compare", "--ckpt", tiny["unet"], "--ckpt", str(broken), *ARGS])
+    err = capsys.readouterr().err
+    assert code == 2 and "broken.safetensors" in err
+    assert "eval:" not in err  # refused before the first model was scored
 
 
 def test_report_carries_intervals_and_the_paired_comparison(tiny, tmp_path):

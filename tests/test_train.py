@@ -106,12 +106,15 @@ def test_stop_file_ends_the_run_after_the_current_step(tmp_path):
     assert ckpt.metadata["step"] == stop_after and ckpt.train_tensors
 
 
-def test_resume_continues_with_the_same_data_order_and_weights(tmp_path):
+@pytest.mark.parametrize("encoder_lr_mult", [1.0, 0.25])
+def test_resume_continues_with_the_same_data_order_and_weights(tmp_path, encoder_lr_mult):
     # One uninterrupted run ...
-    straight = tiny_config(tmp_path / "a", epochs=2, augment=False)
+    straight = tiny_config(tmp_path / "a", epochs=2, augment=False, encoder_lr_mult=encoder_lr_mult)
     fit(straight)
-    # ... and the same run stopped mid-epoch and resumed must end with the same weights.
-    config = tiny_config(tmp_path / "b", epochs=2, augment=False)
+    # ... and the same run stopped mid-epoch and resumed must end with the same weights
+    # (with an encoder learning rate of its own, too: the optimizer's state is numbered in
+    # its groups' order, decoder first, and the checkpoint must still load).
+    config = tiny_config(tmp_path / "b", epochs=2, augment=False, encoder_lr_mult=encoder_lr_mult)
 
     def stopper(event):
         if event["event"] == "step" and event["step"] == 3:
@@ -125,6 +128,9 @@ def test_resume_continues_with_the_same_data_order_and_weights(tmp_path):
     b = load_checkpoint(Path(config.out) / "last.safetensors").model.state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    groups = load_checkpoint(Path(config.out) / "last.safetensors", with_optimizer=True)
+    rates = [g["initial_lr"] for g in groups.metadata["optimizer"]["param_groups"]]
+    assert rates == ([3e-3] if encoder_lr_mult == 1.0 else [3e-3, 3e-3 * encoder_lr_mult])
 
 
 def test_resume_without_a_checkpoint_says_so(tmp_path):

@@ -18,6 +18,7 @@ from segdemo.models.registry import (
     list_models,
     model_arguments,
     model_info,
+    parameter_groups,
     pruning_levels,
     register_model,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "list_models",
     "model_arguments",
     "model_info",
+    "parameter_groups",
     "pruning_levels",
     "register_model",
 ]

@@ -158,6 +158,24 @@ def encoder_of(model: nn.Module) -> nn.Module | None:
     return None
 
 
+def parameter_groups(model: nn.Module, split_encoder: bool) -> list[list[nn.Parameter]]:
+    """The model's parameters as AdamW groups them: all in one group, or (``split_encoder``)
+    the decoder and heads first, then the encoder, which gets its own learning rate.
+    An optimizer numbers its state in this order, so checkpoints check it against this.
+
+    Raises:
+        ValueError: ``split_encoder`` for a model without an encoder.
+    """
+    if not split_encoder:
+        return [list(model.parameters())]
+    encoder = encoder_of(model)
+    if encoder is None:
+        raise ValueError(f"{type(model).__name__} has no encoder to give its own learning rate")
+    in_encoder = {id(p) for p in encoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in in_encoder]
+    return [rest, list(encoder.parameters())]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
