@@ -150,9 +150,8 @@ def test_training_state_of_a_real_run_passes(tmp_path):
     with pytest.raises(CheckpointError, match="optimizer.param_groups names a parameter"):
         load_checkpoint(tmp_path / "bad.safetensors")
     # Groups that do not split the model the way training does are refused, too.
-    meta["optimizer"]["param_groups"][0]["params"] = meta["optimizer"]["param_groups"][0]["params"][
-        :3
-    ]
+    group = meta["optimizer"]["param_groups"][0]
+    group["params"] = group["params"][:3]
     checkpoints.save_checkpoint(tmp_path / "short.safetensors", model, meta, train)
     with pytest.raises(CheckpointError, match="group 0 has 3 parameters"):
         load_checkpoint(tmp_path / "short.safetensors")

@@ -128,8 +128,8 @@ def test_resume_continues_with_the_same_data_order_and_weights(tmp_path, encoder
     b = load_checkpoint(Path(config.out) / "last.safetensors").model.state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
-    groups = load_checkpoint(Path(config.out) / "last.safetensors", with_optimizer=True)
-    rates = [g["initial_lr"] for g in groups.metadata["optimizer"]["param_groups"]]
+    resumed = load_checkpoint(Path(config.out) / "last.safetensors", with_optimizer=True)
+    rates = [g["initial_lr"] for g in resumed.metadata["optimizer"]["param_groups"]]
     assert rates == ([3e-3] if encoder_lr_mult == 1.0 else [3e-3, 3e-3 * encoder_lr_mult])
 
 
