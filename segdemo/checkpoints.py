@@ -76,6 +76,7 @@ __all__ = [
     "ListedCheckpoint",
     "build_metadata",
     "check_checkpoint",
+    "checkpoint_settings",
     "flatten_optimizer_state",
     "library_versions",
     "list_checkpoints",
@@ -573,11 +574,29 @@ def check_checkpoint(path: str | Path) -> dict[str, Any]:
     Raises:
         CheckpointError: one sentence naming the file and what is wrong.
     """
+    return _checked(path)[0]
+
+
+def checkpoint_settings(path: str | Path) -> list[tuple[str | None, int | None]]:
+    """Every ``(mode, level)`` the checkpoint's model runs (``inference_settings``), after
+    the whole of :func:`check_checkpoint`, still without reading the weights.
+
+    Raises:
+        CheckpointError: as :func:`check_checkpoint`.
+    """
+    from segdemo.models.registry import inference_settings
+
+    return inference_settings(_checked(path)[1])
+
+
+def _checked(path: str | Path) -> tuple[dict[str, Any], nn.Module]:
+    """:func:`check_checkpoint`'s checks; the metadata and the model built on ``meta``."""
     source = _open(path)
     name = source.path.name
     meta = validate_metadata(source.metadata_text, name)
-    _check_tensors(name, source.specs, _sized_model(meta, name), meta)
-    return meta
+    model = _sized_model(meta, name)
+    _check_tensors(name, source.specs, model, meta)
+    return meta, model
 
 
 def load_checkpoint(

@@ -109,6 +109,32 @@ def checkpoint_name(path: str | Path) -> str:
     return path.parent.name if path.stem in ("best", "last") and path.parent.name else path.stem
 
 
+def resolve_setting(
+    settings: Sequence[Setting],
+    default: Setting,
+    mode: str | None,
+    level: int | None,
+    name: str,
+    among: str = "available",
+) -> Setting:
+    """The setting ``mode``/``level`` name among ``settings``: ``None`` for both is
+    ``default``, a mode alone means its deepest level, a level alone ``default``'s mode.
+
+    Raises:
+        ValueError: one sentence naming ``name`` and the settings there are.
+    """
+    if mode is None and level is None:
+        return default
+    levels = [k for m, k in settings if m is not None]
+    if not levels:
+        raise ValueError(f"{name} has no pruning levels")
+    setting = (mode or default[0], level or max(levels))
+    if setting not in settings:
+        known = ", ".join(setting_name(s) for s in settings)
+        raise ValueError(f"{name} has no {setting_name(setting)} ({among}: {known})")
+    return setting
+
+
 @dataclass
 class Evaluation:
     """One pass of a model over a dataset: a confusion matrix per image for every setting.
@@ -145,16 +171,8 @@ class Evaluation:
     def resolve(self, mode: str | None = None, level: int | None = None) -> Setting:
         """The setting ``(mode, level)`` names: ``None`` for both is the default; a mode
         alone means its deepest level. Raises ValueError for a setting not evaluated."""
-        if mode is None and level is None:
-            return self.default
-        levels = [k for m, k in self.confusion if m is not None]
-        if not levels:
-            raise ValueError(f"{self.info.get('model', 'this model')} has no pruning levels")
-        setting = (mode or self.default[0], level or max(levels))
-        if setting not in self.confusion:
-            known = ", ".join(setting_name(s) for s in self.confusion)
-            raise ValueError(f"{setting_name(setting)} was not evaluated; evaluated: {known}")
-        return setting
+        name = f"this evaluation of {self.info.get('model', 'the model')}"
+        return resolve_setting(self.settings, self.default, mode, level, name, "evaluated")
 
     def per_image(self, setting: Setting | None = None) -> np.ndarray:
         """``(images, C, C)`` confusion matrices of one setting (default: ``default``)."""
@@ -774,11 +792,17 @@ def compare_checkpoints(
     Returns:
         :func:`compare_evaluations`' dict with ``dataset`` (root, split, format).
     """
-    from segdemo.checkpoints import check_checkpoint
+    from segdemo.checkpoints import checkpoint_settings
 
     specs = [(c, None, None) if isinstance(c, str | Path) else tuple(c) for c in checkpoints]
-    for path in dict.fromkeys(str(path) for path, _, _ in specs):
-        check_checkpoint(path)  # every file is sound before minutes of scoring start
+    # every file is sound and has the setting asked of it before minutes of scoring start
+    paths = dict.fromkeys(str(path) for path, _, _ in specs)
+    settings = {path: checkpoint_settings(path) for path in paths}
+    for path, mode, level in specs:
+        known = settings[str(path)]
+        levels = [k for m, k in known if m is not None]
+        default = ("accurate", max(levels)) if levels else (None, None)
+        resolve_setting(known, default, mode, level, Path(path).name)
     evaluations: dict[str, Evaluation] = {}
     for path, _, _ in specs:
         if str(path) not in evaluations:

@@ -120,11 +120,17 @@ def test_compare_text_names_every_model_and_the_sentence(tiny, capsys):
     assert f"{fast} against {accurate}" in out
 
 
-def test_compare_refuses_a_level_the_model_does_not_have(tiny, capsys):
-    code = main(["compare", "--ckpt", tiny["unet"], "--ckpt", f"{tiny['unetpp']}@fast:9", *ARGS])
-    assert code == 2 and "fast L9 was not evaluated" in capsys.readouterr().err
-    code = main(["compare", "--ckpt", tiny["unetpp"], "--ckpt", f"{tiny['unet']}@fast:1", *ARGS])
-    assert code == 2 and "no pruning levels" in capsys.readouterr().err
+def test_compare_refuses_a_level_the_model_does_not_have_before_scoring(tiny, tmp_path, capsys):
+    # the data folder does not exist: the setting is refused before any data is read
+    args = [*ARGS[2:], "--data", str(tmp_path / "no_data")]
+    code = main(["compare", "--ckpt", tiny["unet"], "--ckpt", f"{tiny['unetpp']}@fast:9", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{Path(tiny['unetpp']).name} has no fast L9 (available: fast L1" in err
+    code = main(["compare", "--ckpt", tiny["unetpp"], "--ckpt", f"{tiny['unet']}@fast:1", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{Path(tiny['unet']).name} has no pruning levels" in err
+    code = main(["compare", "--ckpt", tiny["unet"], "--ckpt", f"{tiny['unetpp']}@fast:2", *args])
+    assert code == 2 and "no_data" in capsys.readouterr().err  # a real setting gets to the data
 
 
 def test_compare_checks_every_file_before_scoring_any(tiny, tmp_path, capsys):
