@@ -200,6 +200,22 @@ def _tradeoff_figure(results: list[dict], out: Path) -> bool:
     return True
 
 
+def _curve_labels(result: dict) -> tuple[str, str]:
+    """Legend labels of a run's loss and val curves, naming what makes them differ from
+    other runs' (a class-weighted loss, validation on the first N images only). The
+    training config comes from the checkpoint: anything but the expected types is ignored."""
+    config = result.get("train_config")
+    config = config if isinstance(config, dict) else {}
+    loss = val = result["name"]
+    weighting = config.get("class_weighting")
+    if isinstance(weighting, str) and weighting != "none":
+        loss += " (class-weighted)"
+    images = config.get("val_max_items")
+    if isinstance(images, int) and not isinstance(images, bool) and images > 0:
+        val += f" (first {images} val images)"
+    return loss, val
+
+
 def _curves_figure(results: list[dict], out: Path) -> bool:
     if not any(r["history"] for r in results):
         return False
@@ -208,8 +224,9 @@ def _curves_figure(results: list[dict], out: Path) -> bool:
         h = r["history"]
         if not h:
             continue
-        a.plot([e["epoch"] for e in h], [e["train_loss"] for e in h], "o-", label=r["name"])
-        b.plot([e["epoch"] for e in h], [e["val_miou"] for e in h], "o-", label=r["name"])
+        loss_label, val_label = _curve_labels(r)
+        a.plot([e["epoch"] for e in h], [e["train_loss"] for e in h], "o-", label=loss_label)
+        b.plot([e["epoch"] for e in h], [e["val_miou"] for e in h], "o-", label=val_label)
     a.set_xlabel("epoch")
     a.set_ylabel("train loss")
     b.set_xlabel("epoch")
