@@ -111,24 +111,23 @@ def checkpoint_name(path: str | Path) -> str:
 
 def resolve_setting(
     settings: Sequence[Setting],
-    default: Setting,
     mode: str | None,
     level: int | None,
     name: str,
+    *,
+    default_mode: str | None = "accurate",
     among: str = "available",
 ) -> Setting:
-    """The setting ``mode``/``level`` name among ``settings``: ``None`` for both is
-    ``default``, a mode alone means its deepest level, a level alone ``default``'s mode.
+    """The U-Net++ setting ``mode``/``level`` (one of them given) name among ``settings``:
+    a mode alone means its deepest level, a level alone ``default_mode`` at that level.
 
     Raises:
         ValueError: one sentence naming ``name`` and the settings there are.
     """
-    if mode is None and level is None:
-        return default
     levels = [k for m, k in settings if m is not None]
     if not levels:
         raise ValueError(f"{name} has no pruning levels")
-    setting = (mode or default[0], level or max(levels))
+    setting = (mode or default_mode, level or max(levels))
     if setting not in settings:
         known = ", ".join(setting_name(s) for s in settings)
         raise ValueError(f"{name} has no {setting_name(setting)} ({among}: {known})")
@@ -171,8 +170,12 @@ class Evaluation:
     def resolve(self, mode: str | None = None, level: int | None = None) -> Setting:
         """The setting ``(mode, level)`` names: ``None`` for both is the default; a mode
         alone means its deepest level. Raises ValueError for a setting not evaluated."""
+        if mode is None and level is None:
+            return self.default
         name = f"this evaluation of {self.info.get('model', 'the model')}"
-        return resolve_setting(self.settings, self.default, mode, level, name, "evaluated")
+        return resolve_setting(
+            self.settings, mode, level, name, default_mode=self.default[0], among="evaluated"
+        )
 
     def per_image(self, setting: Setting | None = None) -> np.ndarray:
         """``(images, C, C)`` confusion matrices of one setting (default: ``default``)."""
@@ -799,10 +802,8 @@ def compare_checkpoints(
     paths = dict.fromkeys(str(path) for path, _, _ in specs)
     settings = {path: checkpoint_settings(path) for path in paths}
     for path, mode, level in specs:
-        known = settings[str(path)]
-        levels = [k for m, k in known if m is not None]
-        default = ("accurate", max(levels)) if levels else (None, None)
-        resolve_setting(known, default, mode, level, Path(path).name)
+        if mode is not None or level is not None:
+            resolve_setting(settings[str(path)], mode, level, Path(path).name)
     evaluations: dict[str, Evaluation] = {}
     for path, _, _ in specs:
         if str(path) not in evaluations:
