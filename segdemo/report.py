@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import matplotlib
@@ -202,11 +203,18 @@ def _tradeoff_figure(results: list[dict], out: Path) -> bool:
 
 def _curve_labels(result: dict) -> tuple[str, str]:
     """Legend labels of a run's loss and val curves, naming what makes them differ from
-    other runs' (a class-weighted loss, validation on the first N images only). The
-    training config comes from the checkpoint: anything but the expected types is ignored."""
+    other runs' (epochs that continue another checkpoint, a class-weighted loss, validation
+    on the first N images only). The training config comes from the checkpoint: anything
+    but the expected types is ignored, and a start checkpoint's name is shown only when it
+    is short and plain (letters, digits, ``._+-``)."""
     config = result.get("train_config")
     config = config if isinstance(config, dict) else {}
     loss = val = result["name"]
+    start = config.get("init_from")
+    if isinstance(start, str) and start:
+        stem = PurePath(start.replace("\\", "/")).stem
+        start = stem if re.fullmatch(r"[\w.+-]{1,40}", stem, re.ASCII) else "a checkpoint"
+        loss = val = f"{loss} (epochs after {start})"
     weighting = config.get("class_weighting")
     if isinstance(weighting, str) and weighting != "none":
         loss += " (class-weighted)"
