@@ -227,7 +227,7 @@ def _curve_labels(result: dict) -> tuple[str, str]:
 def _curves_figure(results: list[dict], out: Path) -> bool:
     if not any(r["history"] for r in results):
         return False
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 5))
     for r in results:
         h = r["history"]
         if not h:
@@ -239,10 +239,12 @@ def _curves_figure(results: list[dict], out: Path) -> bool:
     a.set_ylabel("train loss")
     b.set_xlabel("epoch")
     b.set_ylabel("val mIoU")
-    a.legend()
-    b.legend()
+    # Below the axes: the labels can be long (what makes a run's curves differ) and would
+    # cover the curves inside them.
+    for ax in (a, b):
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 
