@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from segdemo.data.formats import FOLDER_MAX_COLOR_DISTANCE
-from segdemo.images import MAX_PIXELS, ImageError
+from segdemo.images import MAX_PIXELS, ImageError, row_strips
 from segdemo.metrics import ConfusionMatrix
 
 ASPECT_TOLERANCE = 0.02  # a mask this close to the photo's aspect ratio is scaled to it
@@ -66,12 +66,17 @@ def read_mask(
         raise ImageError(f"{name} is not an image segdemo can read as a mask (PNG)") from e
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"{name} is truncated or corrupt ({e})") from e
-    if ids is None:
-        mask, _ = label_set.from_colors(colours, FOLDER_MAX_COLOR_DISTANCE)
-    else:
-        ids = ids.astype(np.int64)
-        valid = (ids >= 0) & ((ids < label_set.num_classes) | (ids == label_set.ignore_index))
-        mask = np.where(valid, ids, label_set.ignore_index).astype(np.uint8)
+    source = colours if ids is None else ids
+    mask = np.empty(source.shape[:2], dtype=np.uint8)
+    for rows in row_strips(*source.shape[:2]):  # wide temporaries a strip at a time
+        if ids is None:
+            mask[rows], _ = label_set.from_colors(colours[rows], FOLDER_MAX_COLOR_DISTANCE)
+        else:
+            strip = ids[rows].astype(np.int64)
+            valid = (strip >= 0) & (
+                (strip < label_set.num_classes) | (strip == label_set.ignore_index)
+            )
+            mask[rows] = np.where(valid, strip, label_set.ignore_index)
     if size is not None and mask.shape != tuple(size):
         mh, mw = mask.shape
         ph, pw = size
@@ -87,8 +92,9 @@ def photo_scores(prediction: np.ndarray, truth: np.ndarray, label_set) -> dict:
     if prediction.shape != truth.shape:
         raise ValueError(f"prediction is {prediction.shape} but the ground truth is {truth.shape}")
     confusion = ConfusionMatrix(label_set.num_classes, label_set.ignore_index)
-    confusion.update(
-        torch.from_numpy(np.asarray(prediction, dtype=np.int64))[None],
-        torch.from_numpy(np.asarray(truth, dtype=np.int64))[None],
-    )
+    for rows in row_strips(*truth.shape[:2]):  # no int64 copy of a full-size mask
+        confusion.update(
+            torch.from_numpy(np.asarray(prediction[rows], dtype=np.int64))[None],
+            torch.from_numpy(np.asarray(truth[rows], dtype=np.int64))[None],
+        )
     return confusion.compute(list(label_set.names))

@@ -16,11 +16,17 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from segdemo.limits import PHOTO_MAX_PIXELS
+
 # The mean and std (RGB, in 0..1) of ImageNet photos: how scratch models and most
 # pretrained encoders expect a photo normalised.
 IMAGENET_NORMALIZATION = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 # Pillow's default limit (about 89 Mpx) warns, twice that raises; segdemo refuses both.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+MAX_PIXELS = PHOTO_MAX_PIXELS
+# Full-size pictures and masks are processed this many pixels at a time (row strips), so
+# the wide temporaries (float32 blends, int64 counts) stay a few megabytes whatever the
+# photo's size, and a request's memory is a few bytes per photo pixel.
+STRIP_PIXELS = 2**20
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -45,7 +51,7 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")  # no second copy of a photo
 
 
 def load_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -> np.ndarray:
@@ -76,7 +82,7 @@ def load_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
                         f"{MAX_PIXELS / 1e6:.0f} megapixels segdemo accepts"
                     )
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # no copy of an upright photo
                 rgb = _to_rgb(img)
     except ImageError:
         raise
@@ -86,10 +92,22 @@ def load_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
         raise ImageError(f"{name} is not an image segdemo can read (JPG, PNG, WebP, ...)") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{name} is truncated or corrupt ({e})") from e
-    arr = np.array(rgb, dtype=np.uint8)  # a writable copy, safe to hand to torch
-    if arr.ndim != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+    width, height = rgb.size
+    if width < 1 or height < 1:
         raise ImageError(f"{name} has no pixels")
+    # Copied a strip at a time: np.array(image) goes through one more full-size copy
+    # (Image.tobytes), a third of the memory of decoding a large photo.
+    arr = np.empty((height, width, 3), dtype=np.uint8)  # writable, safe to hand to torch
+    for rows in row_strips(height, width):
+        arr[rows] = np.asarray(rgb.crop((0, rows.start, width, rows.stop)))
     return arr
+
+
+def row_strips(height: int, width: int, pixels: int = STRIP_PIXELS) -> list[slice]:
+    """Row ranges of about ``pixels`` pixels each (at least one row), covering ``height``
+    rows of an image ``width`` pixels wide."""
+    rows = max(1, pixels // max(1, width))
+    return [slice(top, min(top + rows, height)) for top in range(0, height, rows)]
 
 
 def resize_interpolation(source_hw: tuple[int, int], target_hw: tuple[int, int]) -> int:

@@ -185,8 +185,20 @@ def preprocess(
     return (x - mean) / std
 
 
+def _nearest_exact_index(size_in: int, size_out: int) -> Tensor:
+    """For each of ``size_out`` outputs, the input it copies under ``F.interpolate``'s
+    ``"nearest-exact"`` rule (pixel centres), computed by that rule itself on one axis."""
+    source = torch.arange(size_in, dtype=torch.float32).view(1, 1, size_in)
+    index = F.interpolate(source, size=size_out, mode="nearest-exact")
+    return index.view(-1).long()
+
+
 def mask_to_size(mask: Tensor | np.ndarray, size: tuple[int, int]) -> Tensor | np.ndarray:
     """Nearest-neighbour resize of a label mask back to ``size = (H, W)`` (e.g. the photo).
+
+    The pixels ``F.interpolate(mode="nearest-exact")`` gives (it samples pixel centres),
+    gathered row and column index by index, so the full-size result is the only full-size
+    array made, in the input's dtype (1 byte a pixel for a uint8 mask).
 
     Shape:
         ``(h, w) -> (H, W)`` or ``(N, h, w) -> (N, H, W)``; same type (tensor or array)
@@ -196,13 +208,20 @@ def mask_to_size(mask: Tensor | np.ndarray, size: tuple[int, int]) -> Tensor | n
     labels = torch.from_numpy(mask) if is_numpy else mask
     if labels.ndim not in (2, 3):
         raise ValueError(f"mask must be (H, W) or (N, H, W), got shape {tuple(labels.shape)}")
-    if tuple(labels.shape[-2:]) != tuple(size):
-        batched = labels[None] if labels.ndim == 2 else labels
-        # float32 holds every class index exactly; nearest-exact samples pixel centres.
-        resized = F.interpolate(batched[:, None].float(), size=tuple(size), mode="nearest-exact")
-        resized = resized[:, 0].to(labels.dtype)
-        labels = resized[0] if labels.ndim == 2 else resized
+    height, width = (int(s) for s in size)
+    if tuple(labels.shape[-2:]) != (height, width):
+        rows = _nearest_exact_index(labels.shape[-2], height).to(labels.device)
+        columns = _nearest_exact_index(labels.shape[-1], width).to(labels.device)
+        labels = labels.index_select(-2, rows).index_select(-1, columns)
     return labels.numpy() if is_numpy else labels
+
+
+def labels_uint8(mask: Tensor) -> Tensor:
+    """Class indices as uint8 (segdemo's label sets have at most 255 classes; 255 is
+    ignore), so that a mask at a photo's full size takes one byte a pixel."""
+    if mask.numel() and int(mask.max()) > 255:
+        raise ValueError(f"a mask of class indices up to {int(mask.max())} does not fit uint8")
+    return mask.to(torch.uint8)
 
 
 def segment_image(
@@ -216,11 +235,15 @@ def segment_image(
 ) -> np.ndarray:
     """Photo in, class-index mask at the photo's size out (what the app shows).
 
+    The mask is made at the model's size and turned into uint8 there; only then is it
+    resized to the photo, so a photo's memory is its own 3 bytes a pixel plus 1 for the
+    mask, whatever the number of classes.
+
     Shape:
-        ``(H, W, 3)`` uint8 -> ``(H, W)`` int64.
+        ``(H, W, 3)`` uint8 -> ``(H, W)`` uint8.
     """
     x = preprocess(image_rgb_uint8, size, model.normalization)
-    mask = predict_mask(model, x, device, precision, tta, **forward_kwargs)[0].cpu()
+    mask = labels_uint8(predict_mask(model, x, device, precision, tta, **forward_kwargs)[0].cpu())
     return mask_to_size(mask, tuple(image_rgb_uint8.shape[:2])).numpy()
 
 

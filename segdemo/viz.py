@@ -9,6 +9,8 @@ from collections.abc import Collection
 import numpy as np
 from PIL import Image, ImageDraw
 
+from segdemo.images import STRIP_PIXELS, row_strips
+
 # Hidden classes show as ignored pixels do in a colour mask: black.
 HIDDEN_COLOR = (0, 0, 0)
 # A highlighted class keeps its colours; every other pixel fades this far towards white.
@@ -47,13 +49,18 @@ def overlay(
             f"image is {image.shape[1]}x{image.shape[0]} but mask is "
             f"{mask.shape[1]}x{mask.shape[0]}"
         )
-    color = label_set.colorize(mask).astype(np.float32)
-    out = image[..., :3].astype(np.float32)
-    valid = np.asarray(mask) != label_set.ignore_index
-    if hidden:
-        valid &= ~_select(mask, hidden)
-    blended = np.where(valid[..., None], (1 - alpha) * out + alpha * color, out)
-    return blended.round().clip(0, 255).astype(np.uint8)
+    hidden_ids = np.fromiter(hidden, dtype=np.int64, count=len(hidden)) if hidden else None
+    out = np.empty((*mask.shape[:2], 3), dtype=np.uint8)
+    for rows in row_strips(*mask.shape[:2]):
+        labels = np.asarray(mask[rows])
+        photo = image[rows, :, :3].astype(np.float32)
+        color = label_set.colorize(labels).astype(np.float32)
+        valid = labels != label_set.ignore_index
+        if hidden_ids is not None:
+            valid &= ~np.isin(labels, hidden_ids)
+        blended = np.where(valid[..., None], (1 - alpha) * photo + alpha * color, photo)
+        out[rows] = blended.round().clip(0, 255).astype(np.uint8)
+    return out
 
 
 def highlight(rgb: np.ndarray, mask: np.ndarray, train_id: int) -> np.ndarray:
@@ -63,9 +70,12 @@ def highlight(rgb: np.ndarray, mask: np.ndarray, train_id: int) -> np.ndarray:
         raise ValueError(
             f"picture is {rgb.shape[1]}x{rgb.shape[0]} but mask is {mask.shape[1]}x{mask.shape[0]}"
         )
-    others = (np.asarray(mask) != train_id)[..., None]
-    faded = rgb.astype(np.float32) * (1 - HIGHLIGHT_FADE) + 255 * HIGHLIGHT_FADE
-    return np.where(others, faded.round(), rgb).astype(np.uint8)
+    out = np.empty_like(rgb, dtype=np.uint8)
+    for rows in row_strips(*mask.shape[:2]):
+        others = (np.asarray(mask[rows]) != train_id)[..., None]
+        faded = rgb[rows].astype(np.float32) * (1 - HIGHLIGHT_FADE) + 255 * HIGHLIGHT_FADE
+        out[rows] = np.where(others, faded.round(), rgb[rows]).astype(np.uint8)
+    return out
 
 
 def render_view(
@@ -94,9 +104,22 @@ def render_view(
     return rgb
 
 
+def class_counts(mask: np.ndarray) -> np.ndarray:
+    """Pixels per train id, ``(256,)`` int64 (a uint8 mask), counted a strip at a time so
+    no int64 copy of a full-size mask is made."""
+    flat = np.asarray(mask).reshape(-1)
+    if flat.size and (flat.dtype.kind not in "ui" or flat.min() < 0):
+        raise ValueError(f"a mask holds train ids (non-negative integers), got {flat.dtype}")
+    counts = np.zeros(max(256, int(flat.max()) + 1 if flat.size else 0), dtype=np.int64)
+    for start in range(0, flat.size, STRIP_PIXELS):
+        chunk = np.bincount(flat[start : start + STRIP_PIXELS], minlength=counts.size)
+        counts += chunk
+    return counts
+
+
 def legend_entries(mask: np.ndarray, label_set, min_fraction: float = 0.0) -> list[dict]:
     """Classes present in ``mask``, most frequent first: name, colour (hex) and fraction."""
-    counts = np.bincount(np.asarray(mask, dtype=np.int64).ravel(), minlength=256)
+    counts = class_counts(mask)
     total = counts[: label_set.num_classes].sum() or 1
     entries = []
     for train_id in np.argsort(-counts[: label_set.num_classes]):

@@ -203,7 +203,7 @@ def test_segment_image_returns_mask_at_photo_size(tiny_unet) -> None:
     photo = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
     model, device, precision = prepare_model(tiny_unet, "cpu", "fp32")
     mask = segment_image(model, photo, (32, 48), device, precision)
-    assert mask.shape == (50, 70) and mask.dtype == np.int64
+    assert mask.shape == (50, 70) and mask.dtype == np.uint8
     assert mask.min() >= 0 and mask.max() < NUM_CLASSES
 
 

@@ -1,0 +1,107 @@
+"""Every limit on what segdemo takes in, declared once.
+
+Each value is enforced where the data enters (the function named beside it) and listed,
+with what a user sees, in docs/server.md. The memory a request takes follows from these:
+photos are held as uint8 RGB (3 bytes a pixel), masks as uint8 train ids (1 byte a pixel),
+and nothing at full resolution is held as float32 per class.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+MB = 2**20
+
+# Photos -------------------------------------------------------------------------------
+# Pillow's own decompression-bomb limit (about 89 Mpx, e.g. 9459x9459): images.load_image
+# and ground_truth.read_mask refuse larger images from the header, before decoding.
+PHOTO_MAX_PIXELS = 89_478_485
+# One uploaded photo (the Streamlit uploader and .streamlit/config.toml maxUploadSize).
+PHOTO_MAX_MB = 50
+# Smaller "photos" (icons, 1x1 pixels) cannot show a street scene (the app's Segment page).
+PHOTO_MIN_SIDE = 16
+# Photos uploaded at once on the Segment page, and their decoded pixels together: later
+# photos are left out with a message, so a page never holds more than this in memory.
+PHOTOS_MAX_COUNT = 16
+PHOTOS_MAX_MEGAPIXELS = 200
+# One batch ZIP: photo pixels x checkpoints (bounds its size and the time it takes).
+BATCH_MAX_MEGAPIXELS = 200
+
+# Videos -------------------------------------------------------------------------------
+VIDEO_MAX_MB = 100  # one clip, uploaded or given to video.probe_video
+VIDEO_MAX_SECONDS = 30.0  # counted from the frames decoded, not the container's header
+VIDEO_MAX_FRAME_PIXELS = 3840 * 2160  # 4K UHD; checked in the header and on every frame
+VIDEO_MAX_STATED_FPS = 240.0  # a clip claiming more is refused (its frame rate is unusable)
+VIDEO_FPS_SEGMENTED = 10.0  # frames segmented per second of video; faster clips are sampled
+
+# Checkpoints --------------------------------------------------------------------------
+CHECKPOINT_MAX_MB = 500  # one checkpoint upload (the Checkpoints page)
+# A checkpoint's file name, suffix included: most file systems take 255 bytes.
+CHECKPOINT_NAME_MAX_BYTES = 255
+
+# A session of the app -----------------------------------------------------------------
+MASK_CACHE_MB = 256  # masks a session keeps to redraw at once (uint8 at photo size)
+# Megapixels a session may process an hour: a photo segmented by one checkpoint costs
+# its pixels; a video costs each segmented frame's pixels per checkpoint. Enforced by
+# SessionBudget, which the Segment page keeps per session.
+SESSION_MEGAPIXELS_PER_HOUR = 4000.0
+SESSION_WINDOW_SECONDS = 3600.0
+
+
+class BudgetExceeded(RuntimeError):
+    """The session has used its budget; the message is one sentence for the user."""
+
+
+@dataclass
+class SessionBudget:
+    """A sliding-window budget of work (megapixels) for one session.
+
+    ``charge`` records work about to be done, or raises :class:`BudgetExceeded` (and
+    records nothing) when it would take the last ``window_s`` seconds' total over
+    ``limit``.
+    """
+
+    limit: float = SESSION_MEGAPIXELS_PER_HOUR
+    window_s: float = SESSION_WINDOW_SECONDS
+    spent: deque = field(default_factory=deque)  # (monotonic time, megapixels)
+
+    def _forget(self, now: float) -> None:
+        while self.spent and self.spent[0][0] <= now - self.window_s:
+            self.spent.popleft()
+
+    def used(self, now: float | None = None) -> float:
+        """Megapixels charged within the window."""
+        self._forget(time.monotonic() if now is None else now)
+        return sum(amount for _, amount in self.spent)
+
+    def charge(self, megapixels: float, what: str, now: float | None = None) -> None:
+        """Record ``megapixels`` of work on ``what`` (a phrase: "segmenting photo.jpg").
+
+        Raises:
+            BudgetExceeded: the work would exceed the budget; the message says when
+                enough of it frees up.
+        """
+        now = time.monotonic() if now is None else now
+        used = self.used(now)
+        if used + megapixels > self.limit:
+            free_at = now + self.window_s
+            freed = used + megapixels - self.limit
+            for stamp, amount in self.spent:
+                freed -= amount
+                if freed <= 0:
+                    free_at = stamp + self.window_s
+                    break
+            minutes = max(1, round((free_at - now) / 60))
+            wait = (
+                f"try again in about {minutes} min"
+                if megapixels <= self.limit
+                else "it is larger than a session's whole budget"
+            )
+            raise BudgetExceeded(
+                f"This session has used its processing budget ({used:,.0f} of "
+                f"{self.limit:,.0f} megapixels an hour), so {what} ({megapixels:,.0f} "
+                f"megapixels) was not started; {wait}."
+            )
+        self.spent.append((now, float(megapixels)))
