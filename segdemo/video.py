@@ -6,9 +6,11 @@ model's colour mask, or each model's overlay) with the model's name on its tile.
 come from a generator, so a caller can show progress; the result is a WebM (VP8) file,
 the format browsers play (OpenCV's MP4 codec, mp4v, does not play in browsers).
 
-Limits (``MAX_SECONDS``, ``MAX_BYTES``) keep a clip within what a CPU segments in minutes;
-a clip beyond them, or a file OpenCV cannot decode, raises :class:`VideoError` with one
-sentence naming the file.
+Limits (``segdemo.limits``: seconds, bytes, pixels per frame) keep a clip within what a CPU
+segments in minutes and what memory holds; a clip beyond them, or a file OpenCV cannot
+decode, raises :class:`VideoError` with one sentence naming the file. The length is counted
+from the frames decoded, never taken from the container's header alone, and every decoded
+frame's size is checked, so a clip whose header understates it stops at the limit.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segdemo import viz
+from segdemo import limits, viz
 from segdemo.images import resize_image
 from segdemo.inference import Segmenter
 
 VIDEO_SUFFIXES = (".mp4", ".webm")
-MAX_SECONDS = 30.0
-MAX_BYTES = 100 * 2**20
-MAX_FPS = 10.0  # frames segmented per second of video; faster clips are sampled down
+MAX_SECONDS = limits.VIDEO_MAX_SECONDS
+MAX_BYTES = limits.VIDEO_MAX_MB * limits.MB
+MAX_FRAME_PIXELS = limits.VIDEO_MAX_FRAME_PIXELS
+MAX_FPS = limits.VIDEO_FPS_SEGMENTED  # frames segmented per second; faster clips are sampled
 TILE_HEIGHT = 288  # height of each tile in the composed frame
 MAX_WIDTH = 1920  # the composed frame is at most this wide (tiles shrink to fit)
 LAYOUTS = {"masks": "photo | colour masks", "overlay": "overlays"}
@@ -80,17 +83,36 @@ def _open(path: Path, name: str) -> cv2.VideoCapture:
     return capture
 
 
+def _check_frame_size(name: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise VideoError(
+            f"{name} has {width}x{height} frames, more than the "
+            f"{max_pixels / 1e6:.1f} megapixels a frame segdemo takes (4K is 3840x2160)"
+        )
+
+
+def max_frames(fps: float, max_seconds: float = MAX_SECONDS) -> int:
+    """The most frames a clip at ``fps`` may hold: ``max_seconds`` of it, to the nearest
+    frame."""
+    return int(np.floor(max_seconds * fps + 0.5))
+
+
 def probe_video(
     path: str | Path,
     name: str | None = None,
     max_seconds: float = MAX_SECONDS,
     max_bytes: int = MAX_BYTES,
+    max_frame_pixels: int = MAX_FRAME_PIXELS,
 ) -> VideoInfo:
     """Check that ``path`` is a readable clip within the limits, and describe it.
 
+    The frame size is checked in the header before any frame is decoded, and again on the
+    first decoded frame; the length here is the header's (``read_frames`` counts the real
+    one as it decodes).
+
     Raises:
-        VideoError: not a video, no frames, longer than ``max_seconds`` or larger than
-            ``max_bytes``; the message names the file.
+        VideoError: not a video, no frames, longer than ``max_seconds``, larger than
+            ``max_bytes`` or frames over ``max_frame_pixels``; the message names the file.
     """
     path = Path(path)
     name = name or path.name
@@ -105,10 +127,12 @@ def probe_video(
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        ok, _ = capture.read()
+        _check_frame_size(name, width, height, max_frame_pixels)
+        ok, first = capture.read()
         if not ok or width < 1 or height < 1:
             raise VideoError(f"{name} holds no frames that can be decoded (truncated or corrupt)")
-        if not 0 < fps <= 240:
+        _check_frame_size(name, first.shape[1], first.shape[0], max_frame_pixels)
+        if not 0 < fps <= limits.VIDEO_MAX_STATED_FPS:
             raise VideoError(f"{name} does not state a usable frame rate ({fps:g} fps)")
         if frames <= 0:  # some containers do not store it: count, up to the limit
             frames = 1
@@ -126,14 +150,39 @@ def probe_video(
     return info
 
 
-def read_frames(path: str | Path, step: int = 1, name: str | None = None) -> Iterator[np.ndarray]:
+def read_frames(
+    path: str | Path,
+    step: int = 1,
+    name: str | None = None,
+    fps: float | None = None,
+    max_seconds: float = MAX_SECONDS,
+    max_frame_pixels: int = MAX_FRAME_PIXELS,
+) -> Iterator[np.ndarray]:
     """Every ``step``-th frame of a clip as ``(H, W, 3)`` uint8 RGB; stops quietly where a
-    truncated file ends."""
+    truncated file ends.
+
+    Frames are counted as they are decoded: with ``fps`` given, a clip holding more than
+    ``max_seconds`` of frames raises when the first frame past the limit is found, whatever
+    its header says. Every returned frame's size is checked against ``max_frame_pixels``.
+
+    Raises:
+        VideoError: the clip is longer than the limit, or a frame is too large.
+    """
     path = Path(path)
-    capture = _open(path, name or path.name)
+    name = name or path.name
+    limit = max_frames(fps, max_seconds) if fps else None
+    capture = _open(path, name)
     try:
         index = 0
         while True:
+            if limit is not None and index >= limit:
+                if capture.grab():  # one frame more than the limit allows
+                    raise VideoError(
+                        f"{name} holds more than {max_seconds:.0f} s of video ({limit} frames "
+                        f"at {fps:g} fps), more than its header states; segdemo takes clips "
+                        f"up to {max_seconds:.0f} s"
+                    )
+                return
             if index % step:
                 if not capture.grab():
                     return
@@ -141,6 +190,7 @@ def read_frames(path: str | Path, step: int = 1, name: str | None = None) -> Ite
                 ok, frame = capture.read()
                 if not ok:
                     return
+                _check_frame_size(name, frame.shape[1], frame.shape[0], max_frame_pixels)
                 yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
             index += 1
     finally:
@@ -259,6 +309,7 @@ def segment_video(
     progress: Callable[[int, int], None] | None = None,
     name: str | None = None,
     max_seconds: float = MAX_SECONDS,
+    max_frame_pixels: int = MAX_FRAME_PIXELS,
 ) -> VideoResult:
     """Segment a clip with every model and write the composed video to ``out_path``.
 
@@ -270,6 +321,8 @@ def segment_video(
         max_fps: frames segmented per second of video (the clip is sampled down to it).
         progress: called with ``(frames done, frames in all)`` after each frame.
         name: the clip's name in messages (default: the file name).
+        max_seconds, max_frame_pixels: the limits (``segdemo.limits``); the length is
+            counted from the decoded frames, and the clip stops with an error past it.
 
     Returns:
         A :class:`VideoResult`; ``models`` holds each model's achieved frames per second
@@ -282,7 +335,7 @@ def segment_video(
     if len(labels) > 1:
         raise ValueError(f"models of one video must share a label set, got {sorted(labels)}")
     start = time.perf_counter()
-    info = probe_video(source, name, max_seconds=max_seconds)
+    info = probe_video(source, name, max_seconds=max_seconds, max_frame_pixels=max_frame_pixels)
     step = info.step(max_fps)
     total = -(-info.frames // step)
     out_fps = info.fps / step
@@ -291,7 +344,7 @@ def segment_video(
     done = 0
     shape = (0, 0)
     try:
-        frames = read_frames(source, step, info.name)
+        frames = read_frames(source, step, info.name, info.fps, max_seconds, max_frame_pixels)
         for composed in segment_frames(frames, segmenters, layout, alpha, timings):
             if writer is None:
                 shape = composed.shape[:2]

@@ -122,3 +122,67 @@ def test_session_budget_refuses_work_over_the_limit_and_frees_it_after_the_windo
     assert budget.used(now=3600.0) == 50.0
     with pytest.raises(limits.BudgetExceeded, match="larger than a session's whole budget"):
         budget.charge(101.0, "a huge batch", now=3600.0)
+
+
+# ---------------------------------------------------------------------------------- video
+
+
+def understated_webm(path, frames: int, fps: float, claimed_ms: float, side: int = 32):
+    """A WebM of ``frames`` frames whose header (Matroska Duration) claims ``claimed_ms``."""
+    import struct
+
+    from segdemo.video import write_clip
+
+    pictures = (np.full((side, side, 3), i * 6 % 256, np.uint8) for i in range(frames))
+    write_clip(path, pictures, fps)
+    data = bytearray(path.read_bytes())
+    at = data.find(b"\x44\x89")  # the Duration element: id, size byte, big-endian float
+    size = data[at + 2] & 0x7F
+    fmt = {8: ">d", 4: ">f"}[size]
+    data[at + 3 : at + 3 + size] = struct.pack(fmt, claimed_ms)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def one_model():
+    from segdemo.inference import Segmenter, prepare_model
+    from segdemo.models import create_model
+
+    torch.manual_seed(0)
+    model, device, precision = prepare_model(create_model("unet", 19, base_width=4), "cpu", "fp32")
+    return [Segmenter("unet", model, (32, 32), LABELS, device, precision)]
+
+
+def test_a_clip_whose_header_understates_its_length_stops_at_the_cap(tmp_path, one_model) -> None:
+    from segdemo.video import VideoError, probe_video, read_frames, segment_video
+
+    clip = understated_webm(tmp_path / "liar.webm", frames=40, fps=1.0, claimed_ms=2000.0)
+    info = probe_video(clip)
+    assert info.seconds <= 2.5  # the header's claim passes the probe
+    done = []
+    with pytest.raises(VideoError, match=r"^liar.webm holds more than 30 s of video"):
+        segment_video(clip, tmp_path / "out.webm", one_model, progress=lambda d, t: done.append(d))
+    assert max(done) == 30  # every frame within the cap, and not one more
+    # The same cap on the reader alone, and a clip exactly at the cap is read whole.
+    with pytest.raises(VideoError, match="more than 5 s"):
+        list(read_frames(clip, fps=1.0, max_seconds=5))
+    assert len(list(read_frames(clip, fps=1.0, max_seconds=40))) == 40
+
+
+def test_video_frames_over_the_pixel_cap_are_refused_before_segmenting(tmp_path, one_model):
+    from segdemo.video import VideoError, probe_video, read_frames, segment_video, write_clip
+
+    clip = write_clip(
+        tmp_path / "wide.webm", (np.zeros((64, 96, 3), np.uint8) for _ in range(3)), 5
+    )
+    with pytest.raises(VideoError, match=r"^wide.webm has 96x64 frames, more than the"):
+        probe_video(clip, max_frame_pixels=64 * 64)
+    with pytest.raises(VideoError, match=r"^wide.webm has 96x64 frames"):
+        segment_video(clip, tmp_path / "o.webm", one_model, max_frame_pixels=64 * 64)
+    assert not (tmp_path / "o.webm").exists()
+    # A frame larger than its header said is caught as it is decoded.
+    with pytest.raises(VideoError, match=r"^wide.webm has 96x64 frames"):
+        next(read_frames(clip, max_frame_pixels=64 * 64))
+    assert probe_video(clip).width == 96  # within the real cap
+    assert limits.VIDEO_MAX_FRAME_PIXELS == 3840 * 2160
