@@ -12,13 +12,14 @@ import contextlib
 
 import streamlit as st
 
-from segdemo import viz
+from segdemo import limits, viz
 from segdemo.batch import batch_zip
 from segdemo.checkpoints import CheckpointError
 from segdemo.images import ImageError
 from segdemo.inference import Segmenter
+from segdemo.limits import BudgetExceeded
 from segdemo.models import pruning_levels
-from segdemo.video import LAYOUTS, MAX_BYTES, MAX_FPS, MAX_SECONDS, OUTPUT_MIME, VideoError
+from segdemo.video import LAYOUTS, MAX_FPS, MAX_SECONDS, OUTPUT_MIME, VideoError
 from segdemo_app import common
 from segdemo_app import segment as ui
 from segdemo_app.before_after import Side, before_after, view_data
@@ -105,11 +106,9 @@ def error_map_view(photo: ui.Photo, mask, label_set) -> None:
     truth = ui.truth_for(photo, label_set)
     if truth is None:
         return
-    scores = ui.scores(mask, truth, label_set)
     st.image(
         ui.error_picture(photo, mask, truth, label_set),
-        caption=f"errors · mIoU {scores['miou']:.3f} · pixel accuracy "
-        f"{scores['pixel_accuracy']:.3f}",
+        caption=ui.scores_caption(ui.scores(mask, truth, label_set)),
         width="stretch",
     )
     st.markdown(ui.error_legend_html(mask, truth, label_set), unsafe_allow_html=True)
@@ -150,7 +149,7 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     try:
         checkpoint, device, precision = common.load_model(row["path"])
     except CheckpointError as e:
-        st.error(str(e))
+        st.error(common.literal_markdown(str(e)))
         return
     image_slot = st.container()  # the mask goes above the controls, so masks line up
     mode, level = setting_of(row["path"], checkpoint)
@@ -161,8 +160,13 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
         result = ui.run_model(
             checkpoint, device, precision, photo, mode, level, state["segment_masks"], tta()
         )
+    except BudgetExceeded as e:
+        image_slot.warning(common.literal_markdown(str(e)), icon=":material/hourglass:")
+        return
     except (RuntimeError, ValueError) as e:
-        image_slot.error(f"{row['label']} could not segment {photo.name}: {e}")
+        image_slot.error(
+            common.literal_markdown(f"{row['label']} could not segment {photo.name}: {e}")
+        )
         return
     label_set = checkpoint.label_set
     hidden, highlighted = state["segment_hidden"], state["segment_highlight"]
@@ -227,8 +231,11 @@ def large_view(photo: ui.Photo, chosen: list[dict], loaded: dict) -> list[str]:
     def model_side(path: str, label_set=None) -> Side | None:
         try:
             checkpoint, mode, level, result = model_result(path, photo, loaded)
+        except BudgetExceeded as e:
+            st.warning(common.literal_markdown(str(e)), icon=":material/hourglass:")
+            return None
         except (RuntimeError, ValueError) as e:
-            st.error(f"{names[path]} could not segment {photo.name}: {e}")
+            st.error(common.literal_markdown(f"{names[path]} could not segment {photo.name}: {e}"))
             return None
         picture = ui.picture(photo, result.mask, checkpoint.label_set, view, alpha, hidden,
                              highlighted, large=True)  # fmt: skip
@@ -297,7 +304,7 @@ def video_source() -> tuple | None:
     clip to segment (``upload`` None for the example clip), or None, with a hint, for none.
     """
     st.caption(
-        f"MP4 or WebM, up to {MAX_SECONDS:.0f} s and {MAX_BYTES / 2**20:.0f} MB. Frames are "
+        f"MP4 or WebM, up to {MAX_SECONDS:.0f} s, {limits.VIDEO_MAX_MB} MB and 4K frames. Frames are "
         f"segmented at up to {MAX_FPS:.0f} per second (faster clips are sampled down) by every "
         "chosen checkpoint at its panel's setting; the result is a WebM video."
     )
@@ -306,7 +313,7 @@ def video_source() -> tuple | None:
         "Street video (MP4, WebM)",
         type=ui.VIDEO_TYPES,
         key="segment_video_upload",
-        max_upload_size=int(MAX_BYTES / 2**20),
+        max_upload_size=limits.VIDEO_MAX_MB,
     )
     with example_col:
         st.checkbox(
@@ -361,9 +368,9 @@ def segment_clip(data: bytes, name: str, segmenters: list[Segmenter], run_key: t
 
     try:
         video, result = ui.run_video(data, name, segmenters, layout, alpha, progress)
-    except VideoError as e:
+    except (VideoError, BudgetExceeded) as e:
         bar.empty()
-        st.error(str(e), icon=":material/videocam_off:")
+        st.error(common.literal_markdown(str(e)), icon=":material/videocam_off:")
         return False
     bar.empty()
     state["segment_video"] = {"key": run_key, "data": video, "result": result, "name": name}
@@ -436,6 +443,12 @@ def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> N
         "colour mask, overlay and legend (PNG)."
     )
     if st.button("Segment all into a ZIP", key="segment_batch_run"):
+        try:
+            cost = ui.check_batch(photos, segmenters)
+            ui.session_budget().charge(cost, "the ZIP")
+        except (ValueError, BudgetExceeded) as e:
+            st.error(common.literal_markdown(str(e)), icon=":material/folder_zip:")
+            return
         bar = st.progress(0.0, text="Segmenting…")
         archive, problems = batch_zip(
             [(photo.name, photo.image) for photo in photos],
@@ -450,7 +463,7 @@ def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> N
     batch = state["segment_batch"]
     if batch and batch["key"] == batch_key:
         for problem in batch["problems"]:
-            st.error(problem)
+            st.error(common.literal_markdown(problem))
         st.download_button(
             f"Download the ZIP ({len(batch['zip']) / 2**20:.1f} MB)",
             data=batch["zip"],
@@ -550,16 +563,15 @@ uploads = []
 source = state["segment_source"]
 if source == "photos":
     uploads = st.file_uploader(
-        "Street photos (JPG, PNG, WebP; up to 50 MB each)",
+        f"Street photos (JPG, PNG, WebP; up to {limits.PHOTO_MAX_MB} MB each)",
         type=ui.PHOTO_TYPES,
         accept_multiple_files=True,
         key="segment_uploads",
+        max_upload_size=limits.PHOTO_MAX_MB,
     )
-    for upload in uploads or []:
-        try:
-            photos.append(ui.read_upload(upload.file_id, upload.name, upload.getvalue()))
-        except ImageError as e:
-            st.error(str(e), icon=":material/broken_image:")
+    photos, problems = ui.read_uploads(uploads or [])
+    for problem in problems:
+        st.error(common.literal_markdown(problem), icon=":material/broken_image:")
     if not uploads:
         photos = ui.example_photos()
         st.caption(
@@ -574,7 +586,7 @@ elif source == "camera":
     try:
         photos.append(ui.read_upload(shot.file_id, "camera.jpg", shot.getvalue()))
     except ImageError as e:
-        st.error(str(e), icon=":material/broken_image:")
+        st.error(common.literal_markdown(str(e)), icon=":material/broken_image:")
 else:  # a dataset image, with its ground truth
     choice = dataset_picker("segment_dataset")
     if choice is None:
@@ -585,7 +597,7 @@ else:  # a dataset image, with its ground truth
             choice.data, choice.fmt, choice.split, label_set_name, folder_stamp(choice.data)
         )
     except (ValueError, FileNotFoundError) as e:
-        st.error(str(e))
+        st.error(common.literal_markdown(str(e)))
         st.stop()
     if len(dataset) == 0:
         st.info(f"{choice.description} holds no images.")
@@ -597,7 +609,7 @@ else:  # a dataset image, with its ground truth
     try:
         photos.append(ui.dataset_photo(dataset, int(index)))
     except ValueError as e:
-        st.error(str(e))
+        st.error(common.literal_markdown(str(e)))
 if not photos:
     st.stop()
 
@@ -630,7 +642,7 @@ if source == "photos" and uploads:
             )  # fmt: skip
             photo = photo.with_truth(truth, label_set.name)
         except ImageError as e:
-            st.error(str(e), icon=":material/broken_image:")
+            st.error(common.literal_markdown(str(e)), icon=":material/broken_image:")
 
 if not chosen:
     st.info("Pick at least one checkpoint above.")

@@ -38,8 +38,9 @@ VIDEO_FPS_SEGMENTED = 10.0  # frames segmented per second of video; faster clips
 
 # Checkpoints --------------------------------------------------------------------------
 CHECKPOINT_MAX_MB = 500  # one checkpoint upload (the Checkpoints page)
-# A checkpoint's file name, suffix included: most file systems take 255 bytes.
-CHECKPOINT_NAME_MAX_BYTES = 255
+# A checkpoint's file name without ".safetensors" (uploads are cut to it, renames longer
+# are refused): well inside the 255 bytes a file name may take.
+CHECKPOINT_NAME_MAX_CHARS = 80
 
 # A session of the app -----------------------------------------------------------------
 MASK_CACHE_MB = 256  # masks a session keeps to redraw at once (uint8 at photo size)
@@ -48,6 +49,10 @@ MASK_CACHE_MB = 256  # masks a session keeps to redraw at once (uint8 at photo s
 # SessionBudget, which the Segment page keeps per session.
 SESSION_MEGAPIXELS_PER_HOUR = 4000.0
 SESSION_WINDOW_SECONDS = 3600.0
+
+
+def _amount(megapixels: float) -> str:
+    return f"{megapixels:,.0f}" if megapixels >= 10 else f"{megapixels:.2g}"
 
 
 class BudgetExceeded(RuntimeError):
@@ -100,8 +105,8 @@ class SessionBudget:
                 else "it is larger than a session's whole budget"
             )
             raise BudgetExceeded(
-                f"This session has used its processing budget ({used:,.0f} of "
-                f"{self.limit:,.0f} megapixels an hour), so {what} ({megapixels:,.0f} "
+                f"This session has used its processing budget ({_amount(used)} of "
+                f"{_amount(self.limit)} megapixels an hour), so {what} ({_amount(megapixels)} "
                 f"megapixels) was not started; {wait}."
             )
         self.spent.append((now, float(megapixels)))

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from segdemo import limits
 from segdemo.checkpoints import (
     CHECKPOINT_FILE_MODE,
     CheckpointError,
@@ -28,14 +29,14 @@ from segdemo.checkpoints import (
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 #: The largest checkpoint the Checkpoints page accepts (a 200 M-parameter model in fp16
 #: takes 400 MB; the bundled ones take 4 to 14 MB).
-MAX_UPLOAD_MB = 500
+MAX_UPLOAD_MB = limits.CHECKPOINT_MAX_MB
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def safe_stem(name: str) -> str:
     """A file stem made of letters, digits, ``.``, ``_`` and ``-`` (no path, no suffix)."""
     stem = _UNSAFE.sub("_", Path(name).stem).strip("._")
-    return stem[:80] or "checkpoint"
+    return stem[: limits.CHECKPOINT_NAME_MAX_CHARS] or "checkpoint"
 
 
 def _claim(source: Path, folder: Path, stem: str) -> Path:
@@ -104,12 +105,18 @@ def rename_checkpoint(path: str | Path, new_name: str) -> Path:
     """Rename a checkpoint within its folder; refuses a name that is taken.
 
     Raises:
-        CheckpointError: the new name is empty, unchanged or already used.
+        CheckpointError: the new name is empty, too long, unchanged or already used, or
+            the file system refuses the rename.
     """
     path = Path(path)
     stem = _UNSAFE.sub("_", new_name.strip().removesuffix(".safetensors")).strip("._")
     if not stem:
         raise CheckpointError("the new name is empty; use letters, digits, '.', '_' or '-'")
+    if len(stem) > limits.CHECKPOINT_NAME_MAX_CHARS:
+        raise CheckpointError(
+            f"the new name is {len(stem)} characters long; a checkpoint's name may be at "
+            f"most {limits.CHECKPOINT_NAME_MAX_CHARS}"
+        )
     target = path.with_name(f"{stem}.safetensors")
     if target == path:
         raise CheckpointError(f"{path.name} already has that name")
@@ -119,6 +126,8 @@ def rename_checkpoint(path: str | Path, new_name: str) -> Path:
         raise CheckpointError(f"{target.name} already exists; pick another name") from e
     except FileNotFoundError as e:
         raise CheckpointError(f"checkpoint {path.name} no longer exists") from e
+    except OSError as e:
+        raise CheckpointError(f"{path.name} could not be renamed: {e.strerror}") from e
     path.unlink()
     return target
 

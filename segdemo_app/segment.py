@@ -20,7 +20,7 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from segdemo import viz
+from segdemo import limits, viz
 from segdemo.batch import mask_png as _mask_png
 from segdemo.batch import png_bytes
 from segdemo.ground_truth import photo_scores, read_mask
@@ -28,7 +28,8 @@ from segdemo.images import ImageError, load_image
 from segdemo.inference import Segmenter, WarmLatency
 from segdemo.tta import DEFAULT_SPEC as DEFAULT_TTA
 from segdemo.tta import NO_TTA, TTA
-from segdemo.video import VideoResult, drive_clip, segment_video
+from segdemo.video import MAX_BYTES as MAX_VIDEO_BYTES
+from segdemo.video import VideoError, VideoResult, drive_clip, probe_video, segment_video
 from segdemo_app.common import literal_markdown
 
 PHOTO_TYPES = ["jpg", "jpeg", "png", "webp"]
@@ -36,12 +37,12 @@ MASK_TYPES = ["png"]
 VIDEO_TYPES = ["mp4", "webm"]
 DISPLAY_MAX_SIDE = 1024
 LARGE_MAX_SIDE = 1600  # the before/after view spans the page
-MIN_PHOTO_SIDE = 16  # smaller "photos" (icons, 1x1 pixels) cannot show a street scene
+MIN_PHOTO_SIDE = limits.PHOTO_MIN_SIDE  # icons and 1x1 pixels cannot show a street scene
 EXAMPLE_COUNT = 4
 EXAMPLE_SIZE = (256, 512)  # (H, W) of the synthetic gallery scenes
 EXAMPLE_CLIP_SECONDS = 4.0
 EXAMPLE_CLIP_FPS = 10.0
-MASK_CACHE_BYTES = 256 * 2**20  # masks kept per session (uint8 at photo size)
+MASK_CACHE_BYTES = limits.MASK_CACHE_MB * limits.MB  # masks kept per session (uint8)
 PHOTO = "photo"  # the before/after view's choice of the photo itself
 
 # The Segment page's own session-state keys with their initial values (the shared ones
@@ -58,12 +59,25 @@ SEGMENT_STATE_DEFAULTS: dict[str, object] = {
     "segment_video_layout": "masks",
     "segment_video_example": False,  # the example clip stands in for an upload
     "segment_video": None,  # {"key", "data", "result"} of the last segmented clip
+    "segment_budget": None,  # the session's SessionBudget, made on first use
 }
 
 
 def init_segment_state() -> None:
     for key, value in SEGMENT_STATE_DEFAULTS.items():
         st.session_state.setdefault(key, copy.copy(value))
+    if st.session_state["segment_budget"] is None:
+        st.session_state["segment_budget"] = limits.SessionBudget()
+
+
+def session_budget() -> limits.SessionBudget:
+    """This session's processing budget (``segdemo.limits.SessionBudget``)."""
+    init_segment_state()
+    return st.session_state["segment_budget"]
+
+
+def megapixels(image: np.ndarray) -> float:
+    return image.shape[0] * image.shape[1] / 1e6
 
 
 @dataclass(frozen=True)
@@ -149,7 +163,45 @@ def read_upload(file_id: str, name: str, _data: bytes) -> Photo:
         ImageError: one sentence naming the file (not an image, truncated, too large,
             too small).
     """
+    if len(_data) > limits.PHOTO_MAX_MB * limits.MB:
+        raise ImageError(
+            f"{name} is {len(_data) / limits.MB:.0f} MB; photos may be at most "
+            f"{limits.PHOTO_MAX_MB} MB"
+        )
     return make_photo(file_id, name, load_image(_data, name=name))
+
+
+def read_uploads(uploads: Sequence) -> tuple[list[Photo], list[str]]:
+    """The uploaded photos the page takes, and one sentence per upload it leaves out.
+
+    At most ``limits.PHOTOS_MAX_COUNT`` photos of ``limits.PHOTOS_MAX_MEGAPIXELS``
+    together, so a page never holds more decoded pixels than that; files that are not
+    usable photos are named with their reason.
+    """
+    photos: list[Photo] = []
+    problems: list[str] = []
+    total = 0.0
+    for k, upload in enumerate(uploads):
+        if k == limits.PHOTOS_MAX_COUNT:
+            problems.append(
+                f"Only the first {limits.PHOTOS_MAX_COUNT} photos are used; "
+                f"{len(uploads) - k} more were left out."
+            )
+            break
+        try:
+            photo = read_upload(upload.file_id, upload.name, upload.getvalue())
+        except ImageError as e:
+            problems.append(str(e))
+            continue
+        if total + megapixels(photo.image) > limits.PHOTOS_MAX_MEGAPIXELS:
+            problems.append(
+                f"{upload.name} was left out: the photos together would exceed the "
+                f"{limits.PHOTOS_MAX_MEGAPIXELS} megapixels a page holds at once."
+            )
+            continue
+        total += megapixels(photo.image)
+        photos.append(photo)
+    return photos, problems
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -260,6 +312,8 @@ def run_model(
     if key in cache:
         cache[key] = cache.pop(key)  # most recently used last
         return cache[key]
+    # Raises BudgetExceeded (a RuntimeError) when the session has used its budget.
+    session_budget().charge(megapixels(photo.image), f"segmenting {photo.name}")
     run = segmenter(checkpoint, device, precision, mode, level, tta)
     log = latency_log()
     if not log.is_warm(setting):
@@ -438,8 +492,35 @@ def truth_for(photo: Photo, label_set) -> np.ndarray | None:
     return photo.truth
 
 
-def scores(mask: np.ndarray, truth: np.ndarray, label_set) -> dict:
+def scores(mask: np.ndarray, truth: np.ndarray, label_set) -> dict | None:
+    """mIoU and pixel accuracy against the ground truth, or None when the ground truth has
+    no labelled pixel (nothing to score)."""
+    if not (truth != label_set.ignore_index).any():
+        return None
     return photo_scores(mask, truth, label_set)
+
+
+def scores_caption(scores_: dict | None) -> str:
+    """The error map's caption: the scores, or why there are none."""
+    if scores_ is None:
+        return "errors · the ground truth has no labelled pixels, so there is nothing to score"
+    return f"errors · mIoU {scores_['miou']:.3f} · pixel accuracy {scores_['pixel_accuracy']:.3f}"
+
+
+def check_batch(photos: Sequence[Photo], segmenters: Sequence[Segmenter]) -> float:
+    """The megapixels a batch ZIP of ``photos`` x ``segmenters`` processes.
+
+    Raises:
+        ValueError: more than ``limits.BATCH_MAX_MEGAPIXELS`` (one sentence).
+    """
+    total = sum(megapixels(p.image) for p in photos) * len(segmenters)
+    if total > limits.BATCH_MAX_MEGAPIXELS:
+        raise ValueError(
+            f"{len(photos)} photo(s) x {len(segmenters)} checkpoint(s) come to {total:,.0f} "
+            f"megapixels, more than the {limits.BATCH_MAX_MEGAPIXELS} one ZIP may hold; "
+            "choose fewer photos or checkpoints"
+        )
+    return total
 
 
 def error_picture(photo: Photo, mask: np.ndarray, truth: np.ndarray, label_set) -> np.ndarray:
@@ -511,15 +592,32 @@ def run_video(
 ) -> tuple[bytes, VideoResult]:
     """Segment an uploaded clip; the WebM bytes and what happened.
 
+    Each segmented frame is charged to the session's budget (its pixels per checkpoint)
+    before the next is read.
+
     Raises:
         VideoError: the clip is not readable or beyond the limits (one sentence).
+        BudgetExceeded: the session's budget ran out (the clip stops there).
     """
     suffix = Path(name).suffix.lower() or ".mp4"
+    if len(data) > MAX_VIDEO_BYTES:
+        raise VideoError(
+            f"{name} is {len(data) / limits.MB:.0f} MB; segdemo takes clips up to "
+            f"{limits.VIDEO_MAX_MB} MB"
+        )
+    budget = session_budget()
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / f"input{suffix}"
         source.write_bytes(data)
+        info = probe_video(source, name)
+        frame_mp = info.width * info.height * len(segmenters) / 1e6
+
+        def charged(done: int, total: int) -> None:
+            budget.charge(frame_mp, f"segmenting {name}")
+            progress(done, total)
+
         out = Path(folder) / "segmented.webm"
-        result = segment_video(source, out, segmenters, layout, alpha, progress=progress, name=name)
+        result = segment_video(source, out, segmenters, layout, alpha, progress=charged, name=name)
         return out.read_bytes(), result
 
 

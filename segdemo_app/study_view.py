@@ -13,6 +13,7 @@ import streamlit as st
 
 from segdemo import charts, runs
 from segdemo.stats import spread_text
+from segdemo_app.common import literal_markdown
 
 # The reports that ship with segdemo (docs/study/<study>/study.json), or $SEGDEMO_STUDIES.
 BUNDLED_STUDIES = Path(__file__).resolve().parents[1] / "docs" / "study"
@@ -23,9 +24,42 @@ def study_files() -> list[Path]:
     return sorted(folder.glob("*/study.json")) if folder.is_dir() else []
 
 
+# The fields the view reads, with their JSON types: a report without them is refused
+# with one sentence instead of breaking the page halfway.
+REQUIRED_FIELDS = {"description": str, "seeds": list, "models": list, "entries": list,
+                   "differences": list, "claims": list, "levels": list}  # fmt: skip
+
+
+class StudyError(ValueError):
+    """A study report the view cannot show; the message is one sentence naming it."""
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def load_study(path: str, mtime_ns: int) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """The report at ``path`` (cached per version).
+
+    Raises:
+        StudyError: unreadable, not JSON, or missing a field the view reads.
+    """
+    name = f"{Path(path).parent.name}/study.json"
+    try:
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise StudyError(f"{name} cannot be read as a study report ({type(e).__name__})") from e
+    if not isinstance(result, dict):
+        raise StudyError(f"{name} is not a study report (it holds no JSON object)")
+    for key, kind in REQUIRED_FIELDS.items():
+        if not isinstance(result.get(key), kind):
+            raise StudyError(f"{name} is not a complete study report (no valid '{key}')")
+    return result
+
+
+def try_load_study(path: Path) -> tuple[dict | None, str | None]:
+    """``(report, None)``, or ``(None, the sentence saying why it cannot be shown)``."""
+    try:
+        return load_study(str(path), path.stat().st_mtime_ns), None
+    except (OSError, StudyError) as e:
+        return None, str(e) if isinstance(e, StudyError) else f"{path} cannot be read"
 
 
 def _spread(value: float | None, std: float | None) -> list[float] | None:
@@ -75,7 +109,9 @@ def _table_rows(entries: list[dict], label_set: str | None) -> list[dict]:
 
 
 def _runs(path: Path) -> int:
-    return len(load_study(str(path), path.stat().st_mtime_ns).get("runs") or [])
+    result, _ = try_load_study(path)
+    runs_ = (result or {}).get("runs")
+    return len(runs_) if isinstance(runs_, list) else 0
 
 
 def render() -> None:
@@ -88,19 +124,37 @@ def render() -> None:
         "Study", files, format_func=lambda p: p.parent.name, key="compare_study",
         help="Reports written by python -m segdemo study STUDY.toml --out DIR --report docs/study",
     )  # fmt: skip
-    result = load_study(str(path), path.stat().st_mtime_ns)
+    result, problem = try_load_study(path)
+    if result is None:
+        st.error(literal_markdown(problem), icon=":material/error:")
+        return
+    try:
+        render_study(result)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        # A report whose values have the wrong shapes: one sentence, not a traceback.
+        st.error(
+            literal_markdown(
+                f"{path.parent.name}/study.json holds values the Study view cannot show "
+                f"({type(e).__name__}: {e}); rewrite it with python -m segdemo study --report"
+            ),
+            icon=":material/error:",
+        )
+
+
+def render_study(result: dict) -> None:
+    """The verdict, table and charts of one study report."""
     seeds = len(result["seeds"])
-    st.markdown(f"**{result['description']}**")
+    st.markdown(f"**{literal_markdown(result['description'])}**")
     st.caption(
         f"{len(result['models'])} models x {seeds} seeds, trained the same way, scored with "
         f"their final weights on {result['images']} val images; spread = std over seeds, "
         "differences paired on the same images (95% bootstrap interval over the images, "
         "seeds averaged)."
     )
-    st.success(headline(result))
+    st.success(literal_markdown(headline(result)))  # the report's text is data, not Markdown
     with st.expander("Every comparison in words", expanded=False):
         for line in verdict(result):
-            st.markdown(f"- {line}.")
+            st.markdown(f"- {literal_markdown(line)}.")
 
     entries = result["entries"]
     st.dataframe(pd.DataFrame(_table_rows(entries, result.get("label_set"))), hide_index=True)

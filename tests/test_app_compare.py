@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from markdown_text import shown
 from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,8 +212,8 @@ def test_the_study_view_shows_the_verdict_spread_differences_and_levels(
     at.run()
     at.segmented_control(key="compare_view").set_value("Study").run()
     assert not at.exception
-    assert at.success[0].value.startswith("unetpp (accurate L4) has the highest mean val mIoU")
-    assert "better than unet by +1.2 points" in at.success[0].value
+    assert shown(at.success[0].value).startswith("unetpp (accurate L4) has the highest mean val")
+    assert "better than unet by +1.2 points" in shown(at.success[0].value)
     titles = [chart.proto.spec for chart in at.get("plotly_chart")]
     assert len(titles) == 3
     assert any("std over 2 seeds" in t for t in titles)
@@ -236,7 +237,7 @@ def test_the_study_view_of_a_road_study_gives_road_iou_and_f1(app_dirs, tmp_path
     assert study.options == ["b_classes", "a_road"]
     assert "road IoU" not in at.dataframe[0].value.columns
     study.select_index(1).run()
-    assert "(0.290 ± 0.010; road IoU 0.910 ± 0.004)" in at.success[0].value
+    assert "(0.290 ± 0.010; road IoU 0.910 ± 0.004)" in shown(at.success[0].value)
     table = at.dataframe[0].value
     assert list(table["road IoU"]) == ["0.900 ± 0.004", "0.910 ± 0.004"]
     assert list(table["road F1"]) == ["0.947 ± 0.002", "0.957 ± 0.002"]

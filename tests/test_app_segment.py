@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from markdown_text import shown
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -139,7 +140,7 @@ def test_bad_uploads_get_one_error_each_and_good_ones_still_segment(app_dirs):
     at = run_app()
     at.file_uploader(key="segment_uploads").set_value(uploads).run()
     assert not at.exception
-    errors = [e.value for e in at.error]
+    errors = [shown(e.value) for e in at.error]
     assert len(errors) == 4, errors
     for name, message in zip(["notes.png", "cut.jpg", "dot.png", "bomb.png"], errors, strict=True):
         assert message.startswith(name), message
@@ -433,7 +434,7 @@ def test_ground_truth_upload_gives_error_maps_and_miou(app_dirs):
         ("square.png", _png(Image.fromarray(truth[:48, :48])), "image/png")
     ).run()
     assert not at.exception
-    assert len(at.error) == 1 and at.error[0].value == "square.png is 48x48 but the photo is 96x48"
+    assert len(at.error) == 1 and shown(at.error[0].value) == "square.png is 48x48 but the photo is 96x48"
 
 
 def test_camera_photo_is_segmented_like_an_upload(app_dirs):
@@ -510,7 +511,7 @@ def test_a_corrupt_video_gets_one_sentence(app_dirs):
     ).run()
     at.button(key="segment_video_run").click().run()
     assert not at.exception
-    assert len(at.error) == 1 and at.error[0].value.startswith("dashcam.mp4 ")
+    assert len(at.error) == 1 and shown(at.error[0].value).startswith("dashcam.mp4 ")
     assert not at.get("video")
 
 
