@@ -136,10 +136,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def _read_json(path: Path) -> dict:
+    """The JSON object in ``path``, or ``{}`` when it is missing, unreadable or not one."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 @contextlib.contextmanager
@@ -321,10 +323,16 @@ def get_run(run_dir: str | Path) -> RunInfo:
     run_dir = Path(run_dir)
     meta = _read_json(run_dir / RUN_FILE)
     events = read_progress(run_dir)
-    attempt = _current_attempt(events, meta.get("launched"))
     start = next((e for e in reversed(events) if e.get("event") == "start"), {})
-    config = meta.get("config") or start.get("config") or {}
-    pid = meta.get("pid") or start.get("pid")
+    # run.json is read as untrusted as progress.jsonl: a field of the wrong type is unknown.
+    config = next(
+        (c for c in (meta.get("config"), start.get("config")) if isinstance(c, dict) and c), {}
+    )
+    pid = next((p for p in (meta.get("pid"), start.get("pid")) if type(p) is int and p > 0), None)
+    for key, kind in (("launched", (int, float)), ("created", (int, float)), ("command", list)):
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            meta.pop(key, None)
+    attempt = _current_attempt(events, meta.get("launched"))
     summary = summarize_progress(events, now=time.time())
     kinds = {e.get("event"): e for e in attempt}
     last_ckpt = run_dir / "last.safetensors"

@@ -138,16 +138,48 @@ class ProgressLog:
             f.write(json.dumps(event) + "\n")
 
 
+# The fields of a progress event that readers do arithmetic on, and those they read keys
+# of: an event whose field has another type is skipped, so a damaged progress.jsonl
+# shows the run's readable events instead of breaking the Train page or a study report.
+_NUMBER_FIELDS = ("time", "step", "total_steps", "epoch", "epochs", "loss", "lr", "eta_s",
+                  "images_per_s", "val_miou", "train_loss", "eval_time_s", "pid")  # fmt: skip
+_OBJECT_FIELDS = ("config", "per_level_miou", "per_class_iou")
+
+
+def _readable_event(event: Any) -> bool:
+    if not isinstance(event, dict):
+        return False
+    for key in _NUMBER_FIELDS:
+        value = event.get(key)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
+            return False
+    if event.get("event") in ("step", "epoch") and event.get(event["event"]) is None:
+        return False
+    if event.get("event") == "step" and event.get("loss") is None:
+        return False
+    return all(event.get(key) is None or isinstance(event[key], dict) for key in _OBJECT_FIELDS)
+
+
 def read_progress(run_dir: str | Path) -> list[Event]:
-    """Events of a run so far; a partly written last line is skipped."""
+    """Events of a run so far; a partly written last line, and any line that is not a
+    well-formed event, is skipped (an unreadable file gives no events)."""
     path = Path(run_dir) / "progress.jsonl"
     events = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+    except OSError:
+        return []
+    for line in text.splitlines():
+        try:
+            event = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if _readable_event(event):
+            events.append(event)
     return events
 
 

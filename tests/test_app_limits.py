@@ -180,3 +180,44 @@ def test_a_broken_study_report_gets_one_sentence_and_the_others_still_render(
         assert len(at.error) == 1 and shown(at.error[0].value).startswith(sentence), name
     at.selectbox(key="compare_study").set_value(studies / "good" / "study.json").run()
     assert not at.error and len(at.get("plotly_chart")) == 3
+
+
+def damaged_run(runs_dir: Path) -> Path:
+    """A run folder whose run.json is not an object and whose progress.jsonl mixes good
+    events with every kind of damage."""
+    run = runs_dir / "20261208-000000-unet"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("[1, 2]")
+    good_start = {"event": "start", "time": 100.0, "step": 0, "total_steps": 4,
+                  "config": {"model": "unet", "epochs": 2}}  # fmt: skip
+    lines = [
+        json.dumps(good_start),
+        json.dumps({"event": "step", "time": 101.0, "step": 1, "loss": 0.9, "total_steps": 4}),
+        json.dumps({"event": "step", "step": "two", "loss": 0.8}),  # a string step
+        json.dumps({"event": "step", "time": 102.0}),  # no step, no loss
+        json.dumps({"event": "epoch", "time": "noon", "epoch": 1}),
+        json.dumps({"event": "epoch", "time": 103.0, "epoch": 1, "val_miou": True}),
+        json.dumps({"event": "start", "time": 104.0, "config": [1]}),
+        "[1, 2, 3]",
+        '{"event": "step", "time": 1e999, "step": 3, "loss": 0.5}',
+        '{"event": "epoch", "epo',
+    ]
+    (run / "progress.jsonl").write_bytes("\n".join(lines).encode() + b"\n\xff\xfe\x00junk\n")
+    return run
+
+
+def test_a_damaged_run_folder_keeps_its_readable_events_and_the_train_page_renders(
+    no_checkpoints,
+):
+    from segdemo import runs
+    from segdemo.train import read_progress
+    from segdemo_app import common
+
+    run = damaged_run(common.RUNS_DIR)
+    events = read_progress(run)
+    assert [(e["event"], e.get("step")) for e in events] == [("start", 0), ("step", 1)]
+    info = runs.get_run(run)
+    assert info.model == "unet" and info.summary["step"] == 1 and info.pid is None
+    at = AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=120).run()
+    assert not at.exception
+    assert at.selectbox(key="train_selected").value == run.name
