@@ -202,6 +202,12 @@ class CheckpointMetadata(_OpenFields):
     train_config: dict[str, JsonValue] = None
     train_state: TrainStateFields = None
     optimizer: OptimizerFields = None
+    # Accurate mode's head weights per level (--accurate-weights fit); their lengths and
+    # levels are checked against the model (segdemo.checkpoints).
+    accurate_weights: dict[LevelKey, list[Annotated[float, Field(ge=0.0, allow_inf_nan=False)]]] = (
+        None
+    )
+    saved_weights: Literal["trained", "ema"] = None  # which weights model/ holds (--ema)
 
     @field_validator("format_version", mode="wrap")
     @classmethod

@@ -446,8 +446,29 @@ def _sized_model(meta: dict, name: str) -> nn.Module:
     return model
 
 
+def _accurate_weights(meta: dict, model: nn.Module, name: str) -> dict[int, list[float]] | None:
+    """The checked accurate-mode head weights of ``meta`` for ``model``, or None."""
+    from segdemo.models.unetpp import check_accurate_weights
+
+    weights = meta.get("accurate_weights")
+    if weights is None:
+        return None
+    if not getattr(model, "supports_pruning", False):
+        raise CheckpointError(
+            f"{name} has invalid metadata: accurate_weights, but {_describe(meta)} has no "
+            "deep-supervision heads to weigh"
+        )
+    try:
+        return check_accurate_weights(weights, model.num_levels)
+    except ValueError as e:
+        raise CheckpointError(f"{name} has invalid metadata: {e}") from None
+
+
 _OPTIMIZER_TENSOR = re.compile(r"^optimizer/([0-9]{1,9})/([A-Za-z_][A-Za-z0-9_]{0,63})$")
 _RNG_TENSOR = re.compile(r"^rng/[A-Za-z0-9_]{1,32}$")
+#: The weight average (``--ema``) and, when ``model/`` holds the average, the trained
+#: weights: one tensor per model weight.
+WEIGHT_STATE_PREFIXES = ("ema/", "trained/")
 _MAX_RNG_STATE = 2**20
 
 
@@ -527,6 +548,14 @@ def _check_tensors(name: str, specs: dict[str, _TensorSpec], model: nn.Module, m
         if not key.startswith(TRAIN_PREFIX):
             continue
         short = key.removeprefix(TRAIN_PREFIX)
+        if short.startswith(WEIGHT_STATE_PREFIXES):
+            weight = expected.get(short.split("/", 1)[1])
+            if weight is None or spec.shape != tuple(weight.shape):
+                raise CheckpointError(
+                    f"{name}'s training state {key[:80]!r} is not a weight of "
+                    f"{_describe(meta)} with its shape"
+                )
+            continue
         if _RNG_TENSOR.match(short):
             if spec.dtype != torch.uint8 or len(spec.shape) != 1 or spec.shape[0] > _MAX_RNG_STATE:
                 raise CheckpointError(f"{name}'s random-generator state {key} is not a byte string")
@@ -596,6 +625,7 @@ def _checked(path: str | Path) -> tuple[dict[str, Any], nn.Module]:
     meta = validate_metadata(source.metadata_text, name)
     model = _sized_model(meta, name)
     _check_tensors(name, source.specs, model, meta)
+    _accurate_weights(meta, model, name)
     return meta, model
 
 
@@ -619,9 +649,13 @@ def load_checkpoint(
     path, name = source.path, source.path.name
     meta = validate_metadata(source.metadata_text, name)
     _check_expected(meta, name, expected_model, expected_num_classes)
-    _check_tensors(name, source.specs, _sized_model(meta, name), meta)
+    sized = _sized_model(meta, name)
+    _check_tensors(name, source.specs, sized, meta)
+    accurate_weights = _accurate_weights(meta, sized, name)
 
     model = _build(meta, name)
+    if accurate_weights is not None:
+        model.accurate_weights = accurate_weights
     # The metadata's own kwargs (encoder_weights as trained) and input normalisation.
     model.model_kwargs = dict(meta.get("model_kwargs", {}))
     model.normalization = {k: tuple(v) for k, v in meta["normalization"].items()}

@@ -27,6 +27,7 @@ SCHEDULES = ("poly", "cosine")
 PRECISIONS = ("auto", "bf16", "fp32")
 PHOTOMETRIC = ("jitter", "strong")
 CLASS_WEIGHTING = ("none", "sqrt_inverse_frequency")
+ACCURATE_WEIGHTS = ("uniform", "fit")
 
 
 def setting(
@@ -89,6 +90,28 @@ class TrainConfig:
         "cross-entropy class weights from the training masks' class frequencies",
         choices=CLASS_WEIGHTING,
     )
+    ds_weights: str = setting(
+        "uniform",
+        "deep supervision: weight of each head in the loss: uniform, deep (head j of L "
+        "weighs 2^j, normalised: the deepest most) or a list W1,...,WL (normalised)",
+    )
+    ds_distill: float = setting(
+        0.0, "deep supervision: weight of a KL term teaching every shallower head the deepest "
+        "head's softened prediction (detached); 0 turns it off",
+    )  # fmt: skip
+    ds_temperature: float = setting(
+        1.0, "deep supervision: temperature of the --ds-distill term's softmax"
+    )
+    ema: float | None = setting(
+        None, "keep an exponential moving average of the weights with this decay (e.g. 0.999); "
+        "validated beside the trained weights, and saved instead of them when it scores higher",
+    )  # fmt: skip
+    accurate_weights: str = setting(
+        "uniform",
+        "U-Net++ accurate mode: uniform (the mean of the heads) or fit (a weighted mean, "
+        "weights chosen on the training split after training)",
+        choices=ACCURATE_WEIGHTS,
+    )
     encoder_lr_mult: float = setting(
         1.0, "the encoder's learning rate is lr x this (e.g. 0.1 for a pretrained encoder)"
     )
@@ -122,6 +145,10 @@ class TrainConfig:
         self.size = tuple(int(s) for s in self.size)
         if self.scale_range is not None:
             self.scale_range = tuple(float(s) for s in self.scale_range)
+        for name in ("ds_distill", "ds_temperature"):
+            setattr(self, name, float(getattr(self, name)))
+        if self.ema is not None:
+            self.ema = float(self.ema)
         self.check()
 
     def check(self) -> None:
@@ -153,6 +180,15 @@ class TrainConfig:
                 raise ValueError(f"{flag_of(name)} must be a positive finite number, got {value}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"--weight-decay must be finite and >= 0, got {self.weight_decay}")
+        parse_head_weights(self.ds_weights)
+        if not (math.isfinite(self.ds_distill) and self.ds_distill >= 0):
+            raise ValueError(f"--ds-distill must be finite and >= 0, got {self.ds_distill}")
+        if not (math.isfinite(self.ds_temperature) and self.ds_temperature > 0):
+            raise ValueError(
+                f"--ds-temperature must be a positive finite number, got {self.ds_temperature}"
+            )
+        if self.ema is not None and not 0 < self.ema < 1:
+            raise ValueError(f"--ema must be a decay between 0 and 1 (e.g. 0.999), got {self.ema}")
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"--size must be HxW with positive sides, got {self.size}")
         if self.scale_range is not None:
@@ -198,6 +234,26 @@ class TrainConfig:
             if not f.metadata.get("resumable")
             and _canonical(getattr(self, f.name)) != _canonical(getattr(saved, f.name))
         ]
+
+
+def parse_head_weights(text: str) -> str | tuple[float, ...]:
+    """``--ds-weights``: ``"uniform"``, ``"deep"`` or positive finite numbers ``W1,...,WL``
+    (shallowest head first), returned as given or as a tuple of floats.
+
+    Raises:
+        ValueError: anything else, naming the flag.
+    """
+    if text in ("uniform", "deep"):
+        return text
+    try:
+        values = tuple(float(part) for part in str(text).split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(
+            f"--ds-weights must be uniform, deep or positive numbers W1,...,WL, got {text!r}"
+        )
+    return values
 
 
 def flag_of(name: str) -> str:

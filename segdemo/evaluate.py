@@ -274,10 +274,15 @@ def _predictions(model, images: torch.Tensor, per_level: bool, setting: Setting)
         probs = [probabilities(h) for h in model.forward_heads(images)]
         out = {}
         running = torch.zeros_like(probs[0])
+        mixture = getattr(model, "head_mixture", lambda level: None)
         for k, p in enumerate(probs, start=1):
             running += p
             out[("fast", k)] = p
-            out[("accurate", k)] = running / k
+            weights = mixture(k)
+            if weights is None:
+                out[("accurate", k)] = running / k
+            else:  # the checkpoint's accurate-mode weights (a weighted mean of the heads)
+                out[("accurate", k)] = sum(w * q for w, q in zip(weights, probs[:k], strict=True))
         return out
     return {setting: probabilities(model(images, **forward_kwargs(*setting)))}
 

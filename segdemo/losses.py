@@ -1,4 +1,5 @@
-"""Training losses: cross-entropy, Dice and their sum over every deep-supervision head.
+"""Training losses: cross-entropy, Dice and their weighted sum over every deep-supervision
+head, plus an optional self-distillation term for the shallower heads.
 
 For a binary label set (``road``) the model has two output channels; cross-entropy over
 two classes equals binary cross-entropy on the logit difference, and Dice is taken on the
@@ -13,6 +14,9 @@ sums and both gradients come from one set of passes, with no one-hot tensor, no
 arithmetic written op by op. The tests check value and gradient against
 ``F.cross_entropy`` and smp's ``DiceLoss``.
 
+The heads' weights (``--ds-weights``, :func:`head_weights`) default to the mean over heads;
+self-distillation (``--ds-distill``, :func:`distillation_loss`) is ordinary autograd on top.
+
 Cross-entropy can weight pixels (class weights as in ``F.cross_entropy(weight=...)``)
 or keep only the hard ones (OHEM, as mmsegmentation's ``OHEMPixelSampler``: pixels whose
 own-class probability is below ``ohem_threshold``, at least ``ohem_min_kept`` of them).
@@ -23,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 LOSSES = ("ce", "dice", "ce_dice", "ohem_ce_dice")
@@ -49,11 +54,67 @@ def _chunk_matrix(logits: Tensor, i: int, r0: int, r1: int) -> Tensor:
     return matrix.copy_(block).view(-1, logits.shape[1])
 
 
+def head_weights(spec: str | Sequence[float], num_heads: int) -> list[float]:
+    """Weights of the deep-supervision heads in the loss, shallowest first, summing to 1.
+
+    Args:
+        spec: ``"uniform"`` (every head the same, the U-Net++ paper's mean), ``"deep"``
+            (head ``j`` of ``L`` weighs ``2**j``: the deepest most, halving towards the
+            shallowest, as nnU-Net weighs its outputs) or one positive number per head.
+        num_heads: heads of the model (1 without deep supervision).
+
+    Raises:
+        ValueError: a list with another number of values than heads.
+    """
+    if spec == "uniform":
+        raw = [1.0] * num_heads
+    elif spec == "deep":
+        raw = [2.0**j for j in range(1, num_heads + 1)]
+    else:
+        raw = [float(w) for w in spec]
+        if len(raw) != num_heads:
+            raise ValueError(
+                f"--ds-weights gives {len(raw)} head weights, but the model has {num_heads} heads"
+            )
+    total = sum(raw)
+    return [w / total for w in raw]
+
+
+def distillation_loss(
+    heads: Sequence[Tensor], target: Tensor, ignore_index: int, temperature: float
+) -> Tensor:
+    """Self-distillation of the shallower heads from the deepest one.
+
+    The mean over heads ``1..L-1`` of ``T**2 * KL(softmax(z_L / T) || softmax(z_j / T))``,
+    averaged over the pixels that have a label; the deepest head ``z_L`` is the teacher and
+    is detached, so no gradient reaches it through this term. Computed in float32.
+
+    Shape:
+        heads: ``L x (N, C, H, W)`` logits, ``L >= 2``; target: ``(N, H, W)``. Returns a
+        float32 scalar.
+    """
+    if len(heads) < 2:
+        raise ValueError("self-distillation needs at least two heads (deep supervision)")
+    teacher = F.log_softmax(heads[-1].detach().float() / temperature, dim=1)
+    teacher_p = teacher.exp()
+    valid = (target != ignore_index).unsqueeze(1)
+    pixels = valid.sum().clamp_min(1)
+    terms = []
+    for logits in heads[:-1]:
+        student = F.log_softmax(logits.float() / temperature, dim=1)
+        kl = (teacher_p * (teacher - student)).masked_fill(~valid, 0.0)
+        terms.append(kl.sum() / pixels)
+    return temperature**2 * torch.stack(terms).mean()
+
+
 class _HeadsLoss(torch.autograd.Function):
-    """Mean over heads of ``ce_weight * CE + dice_weight * Dice``; see ``SegmentationLoss``."""
+    """Weighted sum over heads of ``ce_weight * CE + dice_weight * Dice``; see
+    ``SegmentationLoss``."""
 
     @staticmethod
-    def forward(ctx, loss: SegmentationLoss, target: Tensor, *heads: Tensor) -> Tensor:
+    def forward(
+        ctx, loss: SegmentationLoss, target: Tensor, weights: Sequence[float], *heads: Tensor
+    ) -> Tensor:
         num_classes = heads[0].shape[1]
         flat_target = target.reshape(-1)
         valid = flat_target != loss.ignore_index
@@ -65,7 +126,7 @@ class _HeadsLoss(torch.autograd.Function):
         bounds = _flat_bounds(chunks, heads[0].shape)
         total = heads[0].new_zeros((), dtype=torch.float32)
         saved = []
-        for logits in heads:
+        for logits, weight in zip(heads, weights, strict=True):
             own_logp = torch.empty_like(safe, dtype=torch.float32)
             lse = torch.empty_like(own_logp)
             prob_sum = torch.zeros(num_classes, device=logits.device)
@@ -83,7 +144,7 @@ class _HeadsLoss(torch.autograd.Function):
             intersection = torch.zeros_like(prob_sum).index_add_(0, safe, own_p)
             denominator = (prob_sum + present).clamp_min(loss.eps)
             dice = (active * (1.0 - 2.0 * intersection / denominator)).sum()
-            total += loss.ce_weight * ce + loss.dice_weight * dice
+            total += weight * (loss.ce_weight * ce + loss.dice_weight * dice)
             # d Dice / d p_c at a valid pixel is alpha_c - beta_c * [c == target].
             alpha = loss.dice_weight * active * 2.0 * intersection / denominator**2
             beta = loss.dice_weight * active * 2.0 / denominator
@@ -94,16 +155,19 @@ class _HeadsLoss(torch.autograd.Function):
         ctx.save_for_backward(*heads)
         ctx.saved = saved
         ctx.safe = safe
-        return total / len(heads)
+        ctx.weights = list(weights)
+        return total
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
         heads = ctx.saved_tensors
-        scale = grad_output / len(heads)
         chunks = _chunks(heads[0].shape)
         bounds = _flat_bounds(chunks, heads[0].shape)
         grads = []
-        for logits, (lse, ce_term, own_term, alpha) in zip(heads, ctx.saved, strict=True):
+        for logits, (lse, ce_term, own_term, alpha), weight in zip(
+            heads, ctx.saved, ctx.weights, strict=True
+        ):
+            scale = grad_output * weight
             n, c, h, w = logits.shape
             grad = torch.empty((n, h, w, c), dtype=logits.dtype, device=logits.device)
             for (i, r0, r1), (s, e) in zip(chunks, bounds, strict=True):
@@ -119,7 +183,7 @@ class _HeadsLoss(torch.autograd.Function):
                 grad[i, r0:r1] = g.mul_(scale).view(r1 - r0, w, c)
             grads.append(grad.permute(0, 3, 1, 2))
         ctx.saved = None
-        return (None, None, *grads)
+        return (None, None, None, *grads)
 
 
 def _flat_bounds(chunks: list[tuple[int, int, int]], shape: torch.Size) -> list[tuple[int, int]]:
@@ -129,7 +193,8 @@ def _flat_bounds(chunks: list[tuple[int, int, int]], shape: torch.Size) -> list[
 
 
 class SegmentationLoss(nn.Module):
-    """``loss(heads, target)``: the mean over deep-supervision heads of the chosen loss.
+    """``loss(heads, target)``: the weighted mean over deep-supervision heads of the chosen
+    loss, plus the optional self-distillation term.
 
     Args:
         name: ``"ce"``, ``"dice"``, ``"ce_dice"`` or ``"ohem_ce_dice"`` (cross-entropy on
@@ -140,6 +205,9 @@ class SegmentationLoss(nn.Module):
             ``F.cross_entropy(weight=...)`` (the mean is weighted by them).
         ohem_threshold, ohem_min_kept: OHEM keeps pixels whose probability of their own
             class is below the threshold, and at least ``ohem_min_kept`` per batch.
+        head_weights: ``--ds-weights`` (see :func:`head_weights`): ``"uniform"`` (the
+            mean over heads), ``"deep"`` or one number per head.
+        distill, temperature: weight and temperature of :func:`distillation_loss` (0: off).
 
     Shape:
         heads: list of logits ``(N, C, H, W)`` (any float dtype and memory format);
@@ -160,6 +228,9 @@ class SegmentationLoss(nn.Module):
         class_weights: Sequence[float] | None = None,
         ohem_threshold: float = 0.7,
         ohem_min_kept: int = 100_000,
+        head_weights: str | Sequence[float] = "uniform",
+        distill: float = 0.0,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if name not in LOSSES:
@@ -176,6 +247,9 @@ class SegmentationLoss(nn.Module):
         self.ohem = name.startswith("ohem")
         self.ohem_threshold = float(ohem_threshold)
         self.ohem_min_kept = int(ohem_min_kept)
+        self.head_weights = head_weights
+        self.distill = float(distill)
+        self.temperature = float(temperature)
         weights = (
             None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
         )
@@ -209,4 +283,10 @@ class SegmentationLoss(nn.Module):
     def forward(self, heads: Sequence[Tensor] | Tensor, target: Tensor) -> Tensor:
         if isinstance(heads, Tensor):
             heads = [heads]
-        return _HeadsLoss.apply(self, target, *heads)
+        weights = head_weights(self.head_weights, len(heads))
+        loss = _HeadsLoss.apply(self, target, weights, *heads)
+        if self.distill > 0 and len(heads) > 1:
+            loss = loss + self.distill * distillation_loss(
+                heads, target, self.ignore_index, self.temperature
+            )
+        return loss

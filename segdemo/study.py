@@ -15,6 +15,7 @@ of ``TrainConfig`` fields), the seeds and the models with their arguments::
     name = "unet"                    # the run folder, and the name in every table
     model = "unet"
     kwargs = { base_width = 16 }
+    train = { ema = 0.999 }          # optional: training settings of this model alone
 
     [[claims]]                       # optional: comparisons the report states in words
     claim = "deep supervision helps"
@@ -46,13 +47,15 @@ PER_RUN_FIELDS = ("data", "model", "model_kwargs", "seed", "out")
 
 @dataclass(frozen=True)
 class StudyModel:
-    """One model of a study: its name in tables and folders, the registered model and
-    its keyword arguments."""
+    """One model of a study: its name in tables and folders, the registered model, its
+    keyword arguments and the training settings it alone changes (``train``, over the
+    study's shared ``[train]`` table)."""
 
     name: str
     model: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    train: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -74,10 +77,12 @@ class Study:
         return Path(out) / model / str(seed)
 
     def config(self, data: str, out: str | Path, model: StudyModel, seed: int) -> TrainConfig:
-        """The ``TrainConfig`` of one run: the shared settings plus model, seed, folder."""
+        """The ``TrainConfig`` of one run: the shared settings, the model's own, and the
+        model, seed and folder."""
         return TrainConfig.from_dict(
             {
                 **self.train,
+                **model.train,
                 "data": str(data),
                 "model": model.model,
                 "model_kwargs": dict(model.kwargs),
@@ -118,16 +123,15 @@ def load_study(path: str | Path) -> Study:
     seeds = raw["seeds"]
     if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ValueError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
-    train = dict(raw.get("train", {}))
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    bad = sorted(k for k in train if k not in known or k in PER_RUN_FIELDS)
-    if bad:
-        raise ValueError(
-            f"{path}: [train] cannot set {', '.join(bad)} (each run sets data, model, "
-            "model_kwargs, seed and out; other keys must be TrainConfig fields)"
-        )
+    train = _train_settings(raw.get("train", {}), f"{path}: [train]")
     models = []
     for entry in raw["models"]:
+        extra = sorted(set(entry) - {"name", "model", "kwargs", "description", "train"})
+        if extra:
+            raise ValueError(
+                f"{path}: a [[models]] entry has unknown key(s) {', '.join(extra)}; allowed: "
+                "name, model, kwargs, description, train"
+            )
         name, model = entry.get("name"), entry.get("model")
         if not name or not model:
             raise ValueError(f"{path}: every [[models]] entry needs a name and a model")
@@ -137,7 +141,8 @@ def load_study(path: str | Path) -> Study:
         unknown = sorted(set(kwargs) - set(model_arguments(model)))
         if unknown:
             raise ValueError(f"{path}: model {name!r}: {model} does not take {unknown}")
-        models.append(StudyModel(name, model, kwargs, entry.get("description", "")))
+        own = _train_settings(entry.get("train", {}), f"{path}: model {name!r}: train")
+        models.append(StudyModel(name, model, kwargs, entry.get("description", ""), own))
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: model names must be unique, got {names}")
@@ -162,8 +167,26 @@ def load_study(path: str | Path) -> Study:
         claims=tuple(claims),
         path=path,
     )
-    study.config("synthetic", "runs", models[0], seeds[0])  # TrainConfig checks the values
+    for model in models:  # TrainConfig checks the values
+        try:
+            study.config("synthetic", "runs", model, seeds[0])
+        except ValueError as e:
+            raise ValueError(f"{path}: model {model.name!r}: {e}") from None
     return study
+
+
+def _train_settings(table: Any, where: str) -> dict[str, Any]:
+    """A table of ``TrainConfig`` fields a study may set (not the per-run ones)."""
+    if not isinstance(table, dict):
+        raise ValueError(f"{where} must be a table of training settings, got {table!r}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    bad = sorted(k for k in table if k not in known or k in PER_RUN_FIELDS)
+    if bad:
+        raise ValueError(
+            f"{where} cannot set {', '.join(bad)} (each run sets data, model, "
+            "model_kwargs, seed and out; other keys must be TrainConfig fields)"
+        )
+    return dict(table)
 
 
 def run_state(run_dir: str | Path) -> str:

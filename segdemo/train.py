@@ -6,6 +6,13 @@ checkpoint when resuming (``restore``), then alternates ``train_one_epoch`` and
 The learning rate of every step is set from the pure schedule ``lr_factor``. Every event
 goes to the callbacks and to ``<out>/progress.jsonl``, which is how the app follows a run.
 
+Deep supervision (``--ds-weights``, ``--ds-distill``) is the loss's (``segdemo.losses``);
+with ``--ema`` an average of the weights (``segdemo.ema``) is validated beside the trained
+weights after every epoch and the checkpoint holds whichever scored higher (its metadata
+says which: ``saved_weights``), the other kept under ``train/`` for resuming; with
+``--accurate-weights fit`` the finished run chooses accurate mode's head weights on the
+training split (``segdemo.head_mixture``) and stores them in its checkpoints.
+
 Stopping: SIGINT/SIGTERM or a file named ``STOP`` in the run folder ends the run after the
 current step, with ``last.safetensors`` written; ``resume=True`` continues from it with
 the same optimizer state, schedule position and data order.
@@ -35,9 +42,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from segdemo import checkpoints, runtime
-from segdemo.config import TrainConfig
+from segdemo.config import TrainConfig, parse_head_weights
 from segdemo.distributed import DistInfo, ResumableSampler, agree, barrier, init_distributed
-from segdemo.losses import SegmentationLoss
+from segdemo.ema import WeightAverage
+from segdemo.losses import SegmentationLoss, head_weights
 
 Event = dict[str, Any]
 Callback = Callable[[Event], None]
@@ -74,6 +82,7 @@ class TrainState:
     best_metrics: dict | None = None
     last_metrics: dict | None = None
     history: list[dict] = field(default_factory=list)
+    weights: str = "trained"  # which weights the last validation chose: trained or ema
 
     def to_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -113,6 +122,14 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     state: TrainState = field(default_factory=TrainState)
+    ema: WeightAverage | None = None
+
+    @property
+    def saved_model(self) -> torch.nn.Module:
+        """The weights a checkpoint holds: the average when it scored higher (``--ema``)."""
+        return (
+            self.ema.model if self.ema is not None and self.state.weights == "ema" else self.model
+        )
 
     @property
     def last_path(self) -> Path:
@@ -277,15 +294,19 @@ class _HeadsForDDP(torch.nn.Module):
         return self.model.forward_heads(x)
 
 
-def _datasets(config: TrainConfig, normalization: dict) -> tuple[Any, Any]:
-    from segdemo.data import open_dataset
-
-    options = dict(
+def _dataset_options(config: TrainConfig, normalization: dict) -> dict[str, Any]:
+    return dict(
         fmt=config.data_format,
         label_set=config.label_set,
         normalization=normalization,
         **config.data_options,
     )
+
+
+def _datasets(config: TrainConfig, normalization: dict) -> tuple[Any, Any]:
+    from segdemo.data import open_dataset
+
+    options = _dataset_options(config, normalization)
     train_set = open_dataset(
         config.data, "train", size=config.size, augment=config.augment,
         scale_range=config.scale_range, photometric=config.photometric, **options,
@@ -339,6 +360,35 @@ def _load_initial_weights(model: torch.nn.Module, config: TrainConfig) -> None:
             f"label set, not {config.label_set}"
         )
     model.load_state_dict(source.model.state_dict())
+
+
+def _deep_supervision_loss(config: TrainConfig, model: torch.nn.Module) -> dict[str, Any]:
+    """The loss's head weights and distillation, checked against the model's heads."""
+    from segdemo.models import pruning_levels
+
+    num_heads = pruning_levels(model) or 1
+    spec = parse_head_weights(config.ds_weights)
+    if num_heads == 1:
+        asked = [
+            flag
+            for flag, on in (
+                ("--ds-weights", spec not in ("uniform", "deep") and len(spec) != 1),
+                ("--ds-distill", config.ds_distill > 0),
+                ("--accurate-weights fit", config.accurate_weights == "fit"),
+            )
+            if on
+        ]
+        if asked:
+            raise ValueError(
+                f"{', '.join(asked)} need a model with deep-supervision heads; {config.model} "
+                f"{config.model_kwargs} has one head"
+            )
+    head_weights(spec, num_heads)  # a list of the wrong length is refused here, by its flag
+    return {
+        "head_weights": spec,
+        "distill": config.ds_distill,
+        "temperature": config.ds_temperature,
+    }
 
 
 def build_run(config: TrainConfig) -> Run:
@@ -401,6 +451,7 @@ def build_run(config: TrainConfig) -> Run:
         label_set.num_classes,
         label_set.ignore_index,
         class_weights=_class_weights(config, train_set),
+        **_deep_supervision_loss(config, model),
     )
     return Run(
         config=config, out=Path(config.out), dist=dist_info, device=device,
@@ -408,6 +459,7 @@ def build_run(config: TrainConfig) -> Run:
         optimizer=_optimizer(model, config), loss_fn=loss_fn, train_set=train_set,
         val_set=val_set, sampler=sampler, loader=loader, steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
+        ema=WeightAverage(model, config.ema) if config.ema is not None else None,
     )  # fmt: skip
 
 
@@ -443,9 +495,13 @@ def load_for_resume(config: TrainConfig) -> checkpoints.Checkpoint:
 def restore(run: Run, resumed: checkpoints.Checkpoint) -> None:
     """Model, optimizer, random state and progress of the checkpoint; the best-model
     record is taken from ``best.safetensors`` itself, the file on disk being the truth."""
-    run.model.load_state_dict(resumed.model.state_dict())
     run.state = TrainState.from_dict(resumed.metadata["train_state"])
     tensors = resumed.train_tensors
+    saved = resumed.model.state_dict()
+    trained = _weight_state(tensors, "trained/")
+    run.model.load_state_dict(trained or saved)
+    if run.ema is not None:
+        run.ema.load_state_dict(_weight_state(tensors, "ema/") or saved)
     optimizer_tensors = {
         k.removeprefix("optimizer/"): v for k, v in tensors.items() if k.startswith("optimizer/")
     }
@@ -460,6 +516,10 @@ def restore(run: Run, resumed: checkpoints.Checkpoint) -> None:
         state.best_miou = state.best_step = state.best_metrics = None
     else:
         state.best_miou, state.best_step, state.best_metrics = best
+
+
+def _weight_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _best_on_disk(path: Path) -> tuple[float, int, dict] | None:
@@ -499,6 +559,8 @@ def train_step(run: Run, batch: dict) -> float:
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     run.optimizer.step()
+    if run.ema is not None:
+        run.ema.update(run.model)
     value = float(loss.detach())
     if not math.isfinite(value):
         raise FloatingPointError(f"loss became {value} at step {run.state.step}")
@@ -559,11 +621,12 @@ def train_one_epoch(run: Run, emit: Callback, stop: StopFlag) -> dict[str, Any]:
     }
 
 
-def validate(run: Run) -> dict[str, Any]:
+def validate(run: Run, model: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Metrics of ``model`` (default: the trained model) on the run's val split."""
     from segdemo.evaluate import evaluate
 
     return evaluate(
-        run.model, run.val_set, input_size=run.config.size, device=run.device,
+        model or run.model, run.val_set, input_size=run.config.size, device=run.device,
         precision=run.precision, batch_size=run.config.batch_size, distributed=run.dist.enabled,
     )  # fmt: skip
 
@@ -580,19 +643,28 @@ def save(run: Run, *, best: bool) -> None:
     opt_tensors, opt_rest = checkpoints.flatten_optimizer_state(run.optimizer)
     train_tensors = {f"optimizer/{k}": v for k, v in opt_tensors.items()}
     train_tensors["rng/torch"] = torch.get_rng_state()
+    model = run.saved_model
+    extra = {}
+    if run.ema is not None:
+        extra["saved_weights"] = state.weights
+        train_tensors.update({f"ema/{k}": v for k, v in run.ema.state_dict().items()})
+        if model is not run.model:
+            train_tensors.update({f"trained/{k}": v for k, v in run.model.state_dict().items()})
+    if getattr(model, "accurate_weights", None):
+        extra["accurate_weights"] = {str(k): v for k, v in model.accurate_weights.items()}
     meta = checkpoints.build_metadata(
         run.model, run.label_set, run.config.size, run.model.normalization,
         train_config=run.config.to_dict(), epoch=state.epoch, step=state.step,
         metrics={"last": state.last_metrics, "best": state.best_metrics},
         dataset_fingerprint=_fingerprint(run.train_set), train_state=state.to_dict(),
         dataset_format=run.train_set.format,
-        optimizer=opt_rest, precision=run.precision,
+        optimizer=opt_rest, precision=run.precision, **extra,
     )  # fmt: skip
     targets = [(run.best_path, None)] if best else []
     targets.append((run.last_path, train_tensors))
     for path, tensors in targets:
         try:
-            checkpoints.save_checkpoint(path, run.model, meta, train_tensors=tensors)
+            checkpoints.save_checkpoint(path, model, meta, train_tensors=tensors)
         except OSError as exc:
             kept = "the previous one is intact" if path.exists() else "nothing was written"
             raise ValueError(f"cannot write {path}: {exc.strerror or exc}; {kept}") from exc
@@ -601,6 +673,42 @@ def save(run: Run, *, best: bool) -> None:
 def _fingerprint(dataset) -> str | None:
     fingerprint = getattr(dataset, "fingerprint", None)
     return fingerprint() if callable(fingerprint) else None
+
+
+# --------------------------------------------------------------------------- accurate mode
+
+
+def fit_accurate_mode(run: Run, emit: Callback) -> None:
+    """``--accurate-weights fit``: choose accurate mode's head weights for the saved
+    weights on the training split (no augmentation) and store them in ``last`` and in
+    ``best`` (fitted again when ``best`` holds an earlier epoch's weights)."""
+    from segdemo.data import open_dataset
+    from segdemo.head_mixture import fit_accurate_weights
+    from segdemo.models.unetpp import check_accurate_weights
+
+    c, state = run.config, run.state
+    fit_set = open_dataset(
+        c.data, "train", size=c.size, augment=False,
+        **_dataset_options(c, run.model.normalization),
+    )  # fmt: skip
+
+    def fit(model: torch.nn.Module) -> dict[str, Any]:
+        found = fit_accurate_weights(
+            model, fit_set, run.device, run.precision, batch_size=c.batch_size,
+            ignore_index=run.label_set.ignore_index,
+        )  # fmt: skip
+        model.accurate_weights = check_accurate_weights(found["weights"], model.num_levels)
+        return found
+
+    found = fit(run.saved_model)
+    best_is_last = state.best_step == state.step
+    save(run, best=best_is_last)
+    if not best_is_last and run.best_path.is_file():
+        best = checkpoints.load_checkpoint(run.best_path, device=run.device)
+        found_best = fit(best.model)
+        meta = {**best.metadata, "accurate_weights": found_best["weights"]}
+        checkpoints.save_checkpoint(run.best_path, best.model, meta)
+    emit({"event": "accurate_weights", "step": state.step, **found})
 
 
 # --------------------------------------------------------------------------- the loop
@@ -628,6 +736,14 @@ def _finish_epoch(run: Run, stats: dict, emit: Callback) -> None:
     """Validate, record, save ``best`` if it improved and ``last``, report the epoch."""
     state = run.state
     metrics = validate(run)
+    extra = {}
+    if run.ema is not None:
+        average = validate(run, run.ema.model)
+        extra = {"val_miou_trained": metrics["miou"], "val_miou_ema": average["miou"]}
+        state.weights = "ema" if average["miou"] > metrics["miou"] else "trained"
+        extra["saved_weights"] = state.weights
+        if state.weights == "ema":
+            metrics = average
     state.last_metrics = metrics
     state.epoch += 1
     state.batches_in_epoch = 0
@@ -639,7 +755,7 @@ def _finish_epoch(run: Run, stats: dict, emit: Callback) -> None:
     if improved:
         state.best_miou, state.best_step, state.best_metrics = metrics["miou"], state.step, metrics
     save(run, best=improved)
-    emit(_epoch_event(run, stats, metrics))
+    emit({**_epoch_event(run, stats, metrics), **extra})
 
 
 def fit(
@@ -706,6 +822,8 @@ def _train(run: Run, callbacks: list[Callback], resumed: bool, stop_files) -> di
                 status = "stopped"
                 emit({"event": "stopped", "reason": stats["stop_reason"], "step": state.step})
                 break
+        if status == "finished" and run.config.accurate_weights == "fit" and run.dist.is_main:
+            fit_accurate_mode(run, emit)
     except BaseException as e:
         emit({"event": "failed", "error": f"{type(e).__name__}: {e}", "step": state.step})
         raise

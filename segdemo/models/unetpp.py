@@ -15,6 +15,8 @@ encoder stops at depth ``k``:
 - ``mode="fast"``: returns head ``k`` alone (the paper's pruned U-Net++ L^k);
 - ``mode="accurate"``: returns ``log(mean_j softmax(head_j))`` over heads ``1..k``; at
   ``k = L`` this is the paper's "accurate mode", and it stays logits-like (argmax works).
+  A model whose ``accurate_weights`` are set (a checkpoint trained with
+  ``--accurate-weights fit``) takes a weighted mean instead, with weights per level.
 
 Two models share the ``NestedDecoder``:
 
@@ -126,14 +128,53 @@ class NestedDecoder(nn.Module):
         return total
 
 
-def log_mean_softmax(logits: Sequence[Tensor]) -> Tensor:
-    """``log(mean_k softmax(logits_k))`` over the class dim, computed stably in float32.
+def log_mean_softmax(logits: Sequence[Tensor], weights: Sequence[float] | None = None) -> Tensor:
+    """``log(mean_k softmax(logits_k))`` over the class dim, computed stably in float32;
+    with ``weights`` (non-negative, summing to 1) the weighted mean ``sum_k w_k softmax``.
 
     Shape:
         ``K x (N, C, H, W) -> (N, C, H, W)``
     """
     log_probs = torch.stack([F.log_softmax(z.float(), dim=1) for z in logits])
-    return torch.logsumexp(log_probs, dim=0) - math.log(len(logits))
+    if weights is None:
+        return torch.logsumexp(log_probs, dim=0) - math.log(len(logits))
+    log_w = torch.tensor(weights, dtype=torch.float32, device=log_probs.device).log()
+    return torch.logsumexp(log_probs + log_w.view(-1, 1, 1, 1, 1), dim=0)
+
+
+def check_accurate_weights(weights: object, num_levels: int) -> dict[int, list[float]]:
+    """Accurate-mode head weights as stored in a checkpoint (untrusted): a mapping from a
+    level ``"2".."L"`` to that many non-negative finite numbers with a positive sum.
+
+    Returns:
+        ``{level: weights}`` with each list normalised to sum 1.
+
+    Raises:
+        ValueError: one sentence naming what is wrong.
+    """
+    if not isinstance(weights, dict):
+        raise ValueError(f"accurate_weights should map levels to weights, got {type(weights)}")
+    checked = {}
+    for key, values in weights.items():
+        level = int(key) if isinstance(key, str) and key.isdigit() else None
+        if level is None or not 2 <= level <= num_levels:
+            raise ValueError(f"accurate_weights has level {key!r}; levels are 2..{num_levels}")
+        if (
+            not isinstance(values, list)
+            or len(values) != level
+            or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                and v >= 0
+                for v in values
+            )
+            or sum(values) <= 0
+        ):  # fmt: skip
+            raise ValueError(
+                f"accurate_weights for level {level} should be {level} non-negative numbers "
+                f"with a positive sum, got {str(values)[:60]}"
+            )
+        checked[level] = [float(v) / sum(values) for v in values]
+    return checked
 
 
 class NestedUNetBase(nn.Module):
@@ -149,6 +190,13 @@ class NestedUNetBase(nn.Module):
     pad_multiple: int = 16
     head_stride: int = 1
     deep_supervision: bool = True
+    #: Accurate mode's head weights per level (``{level: [w_1..w_level]}``, each summing
+    #: to 1); a level not in it takes the plain mean. Set from a checkpoint's metadata.
+    accurate_weights: dict[int, list[float]] | None = None
+
+    def head_mixture(self, level: int) -> list[float] | None:
+        """Accurate mode's weights of heads ``1..level``; None for the plain mean."""
+        return (self.accurate_weights or {}).get(level)
 
     @property
     def supports_pruning(self) -> bool:
@@ -192,7 +240,8 @@ class NestedUNetBase(nn.Module):
         Args:
             x: ``(N, 3, H, W)`` normalised images, any H and W.
             mode: ``"fast"`` (head ``level`` alone) or ``"accurate"`` (log of the mean of
-                the softmax of heads ``1..level``).
+                the softmax of heads ``1..level``, weighted by ``head_mixture(level)``
+                when the model has accurate-mode weights).
             level: ``1..num_levels``; ``None`` means ``num_levels``. Only the nodes with
                 ``i + j <= level`` are computed.
 
@@ -213,7 +262,7 @@ class NestedUNetBase(nn.Module):
         if len(heads) == 1:
             # log_softmax keeps level-1 accurate mode consistent with the other levels.
             return F.log_softmax(heads[0].float(), dim=1)
-        return log_mean_softmax(heads)
+        return log_mean_softmax(heads, self.head_mixture(level))
 
     def forward_heads(self, x: Tensor) -> list[Tensor]:
         """Logits of every head of the full network, what the training loss uses.
