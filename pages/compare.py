@@ -113,7 +113,8 @@ chosen = st.multiselect(
     default=defaults,
     key="compare_models",
     help="A U-Net++ at each mode (fast: the deepest head alone; accurate: the mean of the "
-    "heads) and pruning level is a model of its own. One evaluation scores them all.",
+    "heads, weighted where the checkpoint carries fitted weights) and pruning level is a "
+    "model of its own. One evaluation scores them all.",
 )
 if not chosen:
     st.info("Choose at least one model.")

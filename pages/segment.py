@@ -85,7 +85,8 @@ def pruning_controls(path: str, levels: int) -> tuple[str, int]:
         persist_state="session",
         on_change=mark_refresh,
         help="Fast: the deepest head of the level alone. Accurate: the mean of the "
-        "softmax of heads 1..k.",
+        "softmax of heads 1..k, weighted where the checkpoint carries weights fitted on its "
+        "training images.",
     )
     level = st.slider(
         "Pruning level",

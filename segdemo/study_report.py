@@ -368,7 +368,7 @@ def _claim_lines(result: dict) -> list[str]:
     pending = result.get("pending_claims") or []
     if not (result["claims"] or pending):
         return []
-    lines = ["", "## The paper's claims on this data and budget", ""]
+    lines = ["", "## The study's claims on this data and budget", ""]
     for c in result["claims"]:
         lines.append(f"- **{c['claim']}** ({c['a']} against {c['b']}): {c['sentence']}.")
     for c in pending:
