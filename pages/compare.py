@@ -70,7 +70,7 @@ if labels and choice is not None:
         keys = {label: ui.evaluation_key(rows[label], choice.data, choice.fmt, choice.split, limit)
                 for label in labels}  # fmt: skip
     except ValueError as e:
-        st.error(str(e))
+        st.error(common.literal_markdown(str(e)))
 
 results: dict = state["compare_results"]
 missing = [label for label, key in keys.items() if key not in results]
@@ -96,7 +96,7 @@ if keys:
             try:
                 results[keys[label]] = ui.evaluate_cached(keys[label], progress)
             except (CheckpointError, ValueError) as e:
-                st.error(f"{label}: {e}")
+                st.error(common.literal_markdown(f"{label}: {e}"))
         bar.empty()
         if all(keys[label] in results for label in missing):
             st.rerun()  # redraw the button as done; the results come from session state
@@ -128,7 +128,7 @@ reference = st.selectbox(
 try:
     result = ui.comparison(chosen, options, keys, done, reference)
 except ValueError as e:
-    st.error(str(e))
+    st.error(common.literal_markdown(str(e)))
     st.stop()
 models = {m["name"]: m for m in result["models"]}
 colors = {name: charts.model_color(k) for k, name in enumerate(models)}
@@ -216,7 +216,7 @@ if pruned:
             try:
                 costs = ui.level_costs(rows[label]["path"])
             except CheckpointError as e:
-                st.error(f"{label}: {e}")
+                st.error(common.literal_markdown(f"{label}: {e}"))
                 continue
             metrics = ui.level_metrics(keys[label], done[label])
             points += ui.tradeoff_points(label, metrics, costs)
@@ -273,7 +273,7 @@ try:
     dataset = ui.open_eval_dataset(choice.data, choice.fmt, choice.split, rows[first]["label_set"])
     image, truth = dataset.read_raw(index)
 except ValueError as e:
-    st.error(str(e))
+    st.error(common.literal_markdown(str(e)))
     st.stop()
 label_set = dataset.label_set
 masks = {}
@@ -284,7 +284,7 @@ for name in chosen:
             rows[label]["path"], choice.data, choice.fmt, choice.split, index, setting
         )
     except (CheckpointError, ValueError) as e:
-        st.error(f"{name}: {e}")
+        st.error(common.literal_markdown(f"{name}: {e}"))
 
 top = st.columns(3 if other in masks and reference in masks else 2)
 top[0].image(image, caption=f"image {index}: {opened['file']}", width="stretch")

@@ -156,9 +156,9 @@ with st.expander("New run", expanded=not active):
             )
             started = runs.start_run(config, runs_dir, allow_parallel=start_anyway)
         except runs.RunAlreadyActive as e:
-            st.warning(str(e))
+            st.warning(common.literal_markdown(str(e)))
         except ValueError as e:
-            st.error(str(e))
+            st.error(common.literal_markdown(str(e)))
         else:
             st.session_state["train_selected"] = started.run_id  # follow the new run
             st.rerun()
@@ -199,7 +199,7 @@ def follow_run(run_dir: Path, was_active: bool) -> None:
     if run.command:
         st.code(" ".join(run.command), language="bash", wrap_lines=True)
     if run.error:
-        st.error(run.error)
+        st.error(common.literal_markdown(run.error))
     if run.hint:
         st.info(run.hint)
     if s["total_steps"]:
@@ -248,7 +248,7 @@ def follow_run(run_dir: Path, was_active: bool) -> None:
                 run.path, allow_parallel=st.session_state.get("train_start_anyway", False)
             )
         except (runs.RunAlreadyActive, FileNotFoundError) as e:
-            st.warning(str(e))
+            st.warning(common.literal_markdown(str(e)))
         else:
             st.rerun()
     if run.best_checkpoint is not None:

@@ -118,7 +118,9 @@ def test_compare_bad_folder_is_one_error(app_dirs, tmp_path):
     at.radio(key="compare_source").set_value("A dataset folder").run()
     at.text_input(key="compare_folder").input(str(tmp_path / "missing")).run()
     assert not at.exception
-    assert [e.value for e in at.error] == [f"dataset folder {tmp_path / 'missing'} does not exist"]
+    assert [shown(e.value) for e in at.error] == [
+        f"dataset folder {tmp_path / 'missing'} does not exist"
+    ]
     assert not at.get("plotly_chart")
 
 

@@ -60,6 +60,7 @@ def test_photos_past_the_count_limit_are_left_out_with_a_message(app_dirs):
     count = limits.PHOTOS_MAX_COUNT
     uploads = [(f"p{k}.png", png(street(16 + k, 32)), "image/png") for k in range(count + 2)]
     at = run_app()
+    assert at.file_uploader(key="segment_uploads").proto.max_upload_size_mb == limits.PHOTO_MAX_MB
     at.file_uploader(key="segment_uploads").set_value(uploads).run()
     assert not at.exception
     assert [shown(e.value) for e in at.error] == [

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from markdown_text import shown
 from streamlit.testing.v1 import AppTest
 
 from segdemo import runs
@@ -130,5 +131,5 @@ def test_the_form_has_a_widget_for_every_training_setting(no_checkpoints, fill_t
     at.text_input(key="train_scale_range").set_value("0.5,2")
     at.text_input(key="train_scale_range").set_value("2,1")
     at.button(key="train_start").click().run()
-    assert "--scale-range must be MIN,MAX" in at.error[0].value  # refused, nothing started
+    assert "--scale-range must be MIN,MAX" in shown(at.error[0].value)  # refused, nothing started
     assert not runs_module.list_runs(common.RUNS_DIR)

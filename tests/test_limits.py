@@ -186,3 +186,12 @@ def test_video_frames_over_the_pixel_cap_are_refused_before_segmenting(tmp_path,
         next(read_frames(clip, max_frame_pixels=64 * 64))
     assert probe_video(clip).width == 96  # within the real cap
     assert limits.VIDEO_MAX_FRAME_PIXELS == 3840 * 2160
+
+
+def test_the_server_config_states_the_photo_upload_limit() -> None:
+    import tomllib
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml"
+    server = tomllib.loads(config.read_text())["server"]
+    assert server["maxUploadSize"] == limits.PHOTO_MAX_MB
