@@ -36,24 +36,19 @@ from pydantic import (
     model_validator,
 )
 
+from segdemo import limits
 from segdemo.config import TrainConfig
 
 FORMAT_VERSION = 1
 
 # ---------------------------------------------------------------------------------- limits
-#: The segdemo metadata document, as JSON text (the bundled ones are about 20 kB).
-MAX_METADATA_BYTES = 16 * 2**20
-#: Parameters and buffers of the model a checkpoint describes (the bundled ones: 2 M to
-#: 7 M; the paper's U-Net: 31 M; 200 M parameters take 800 MB in fp32).
-MAX_PARAMETERS = 200_000_000
-#: Input size ``(H, W)``: every photo is resized to it before the model sees it.
-MIN_INPUT_SIDE = 16
-MAX_INPUT_SIDE = 4096
-#: Compute of one forward pass at the input size, in GFLOPs: the paper's U-Net (base width
-#: 64) on a full 1024x2048 Cityscapes frame needs about 3100; the bundled models 6 to 15.
-MAX_GFLOPS = 4000
-#: Train ids are stored in 8-bit masks and 255 means "ignore".
-MAX_CLASSES = 255
+# Declared, with their reasons, in segdemo.limits; named here as the schema uses them.
+MAX_METADATA_BYTES = limits.CHECKPOINT_METADATA_MAX_MB * limits.MB
+MAX_PARAMETERS = limits.MODEL_MAX_PARAMETERS
+MIN_INPUT_SIDE = limits.MODEL_MIN_INPUT_SIDE
+MAX_INPUT_SIDE = limits.MODEL_MAX_INPUT_SIDE
+MAX_GFLOPS = limits.MODEL_MAX_GFLOPS
+MAX_CLASSES = limits.MAX_CLASSES
 #: A class name: letters, digits, spaces and ``.,'()/+&-_``, 1..64 characters. Names end
 #: up in legends, tables and chart labels, so markup characters are refused.
 CLASS_NAME_PATTERN = r"^[\w .,'()/+&-]{1,64}$"

@@ -46,6 +46,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as _safetensors_bytes
 from torch import nn
 
+from segdemo import limits
 from segdemo.checkpoint_schema import (
     FORMAT_VERSION,
     MAX_GFLOPS,
@@ -60,9 +61,8 @@ TRAIN_PREFIX = "train/"
 MODEL_PREFIX = "model/"
 #: Mode of every checkpoint file segdemo writes or keeps (trained, exported, uploaded).
 CHECKPOINT_FILE_MODE = 0o644
-#: The JSON header of a ``.safetensors`` file (tensor table and metadata); the bundled
-#: checkpoints' are under 100 kB.
-MAX_HEADER_BYTES = 32 * 2**20
+#: The JSON header of a ``.safetensors`` file (segdemo.limits).
+MAX_HEADER_BYTES = limits.CHECKPOINT_HEADER_MAX_MB * limits.MB
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 __all__ = [

@@ -36,8 +36,24 @@ VIDEO_MAX_FRAME_PIXELS = 3840 * 2160  # 4K UHD; checked in the header and on eve
 VIDEO_MAX_STATED_FPS = 240.0  # a clip claiming more is refused (its frame rate is unusable)
 VIDEO_FPS_SEGMENTED = 10.0  # frames segmented per second of video; faster clips are sampled
 
-# Checkpoints --------------------------------------------------------------------------
+# Checkpoints (checked by checkpoints.load_checkpoint before anything is built) ---------
 CHECKPOINT_MAX_MB = 500  # one checkpoint upload (the Checkpoints page)
+# The JSON header of a .safetensors file (tensor table and metadata); the bundled
+# checkpoints' are under 100 kB.
+CHECKPOINT_HEADER_MAX_MB = 32
+# The segdemo metadata document, as JSON text (the bundled ones are about 20 kB).
+CHECKPOINT_METADATA_MAX_MB = 16
+# Parameters and buffers of the model a checkpoint describes (the bundled ones: 2 M to
+# 7 M; the paper's U-Net: 31 M; 200 M parameters take 800 MB in fp32).
+MODEL_MAX_PARAMETERS = 200_000_000
+# Input size (H, W): every photo is resized to it before the model sees it.
+MODEL_MIN_INPUT_SIDE = 16
+MODEL_MAX_INPUT_SIDE = 4096
+# Compute of one forward pass at the input size, in GFLOPs: the paper's U-Net (base width
+# 64) on a full 1024x2048 Cityscapes frame needs about 3100; the bundled models 6 to 15.
+MODEL_MAX_GFLOPS = 4000
+# Train ids are stored in 8-bit masks and 255 means "ignore".
+MAX_CLASSES = 255
 # A checkpoint's file name without ".safetensors" (uploads are cut to it, renames longer
 # are refused): well inside the 255 bytes a file name may take.
 CHECKPOINT_NAME_MAX_CHARS = 80
