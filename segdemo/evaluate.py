@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from segdemo import runtime, stats
-from segdemo.inference import preprocess, pruning_kwargs
+from segdemo.inference import prepare_model, preprocess, pruning_kwargs
 from segdemo.metrics import confusion_per_image, metrics_from_confusion
 from segdemo.models.registry import (
     INFERENCE_MODES,
@@ -460,6 +460,7 @@ def evaluate_per_image(
     progress: Callable[[int, int], None] | None = None,
     tta: TTA = NO_TTA,
     shift: str | None = None,
+    engine: str = "torch",
 ) -> Evaluation:
     """Score ``model`` on ``dataset`` (a dataset from ``open_dataset``, any ``size``: items
     are read at native size with ``read_raw``), keeping one confusion matrix per image.
@@ -479,6 +480,7 @@ def evaluate_per_image(
             are averaged over its views before the argmax.
         shift: score on the photos changed by ``segdemo.shift.Shift(shift)`` (e.g.
             ``"camera"``: other cameras and light), each image the same way for every model.
+        engine: ``"torch"``, ``"openvino"`` or ``"auto"`` (``inference.prepare_model``).
 
     Returns:
         An :class:`Evaluation`.
@@ -493,6 +495,8 @@ def evaluate_per_image(
 
     was_training = model.training
     model.eval()
+    if engine != "torch":
+        model, device, precision = prepare_model(model, device, precision, engine)
     levels = pruning_levels(model)
     setting = _requested_setting(model, mode, level)
     per_level = levels > 0 and setting == (None, None)

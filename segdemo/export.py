@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from segdemo.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -27,49 +26,45 @@ def export_safetensors(ckpt_path: str | Path, out_path: str | Path, fp16: bool =
     return save_checkpoint(out_path, ckpt.model, meta, dtype=torch.float16 if fp16 else None)
 
 
-class _Fixed(nn.Module):
-    """Freezes a U-Net++'s (mode, level) so the exported graph has one input."""
-
-    def __init__(self, model: nn.Module, forward_kwargs: dict) -> None:
-        super().__init__()
-        self.model = model
-        self.forward_kwargs = forward_kwargs
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x, **self.forward_kwargs)
+def _setting(ckpt, mode: str | None, level: int | None) -> dict:
+    """The forward arguments of the setting to export: a U-Net++ at ``mode``/``level``
+    (default accurate at the deepest level); none for a model without levels."""
+    if getattr(ckpt.model, "supports_pruning", False):
+        return {"mode": mode or "accurate", "level": level or ckpt.model.num_levels}
+    if mode or level:
+        raise ValueError(f"{ckpt.metadata['model']} has no pruning levels to export")
+    return {}
 
 
 def export_onnx(
     ckpt_path: str | Path, out_path: str | Path, mode: str | None = None, level: int | None = None
 ) -> Path:
-    """Write an ONNX graph of the checkpoint's model at its working size (needs ``onnx``)."""
-    try:
-        import onnx  # noqa: F401
-    except ImportError as e:
-        raise ValueError(
-            "ONNX export needs the 'onnx' package: pip install onnx onnxruntime"
-        ) from e
+    """Write an ONNX graph of the checkpoint's model at its working size (needs ``onnx``).
+
+    A U-Net++ is exported pruned: only the nodes of ``level`` are in the graph."""
+    from segdemo.engine import write_onnx
+
     ckpt = load_checkpoint(ckpt_path)
-    forward_kwargs = {}
-    if getattr(ckpt.model, "supports_pruning", False):
-        forward_kwargs = {"mode": mode or "accurate", "level": level or ckpt.model.num_levels}
-    elif mode or level:
-        raise ValueError(f"{ckpt.metadata['model']} has no pruning levels to export")
-    module = _Fixed(ckpt.model, forward_kwargs).eval()
-    example = torch.zeros(1, 3, *ckpt.input_size)
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        module,
-        (example,),
-        str(out_path),
-        input_names=["image"],
-        output_names=["logits"],
-        dynamo=False,
-        opset_version=17,
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    return out_path
+    return write_onnx(ckpt.model.eval(), out_path, ckpt.input_size, _setting(ckpt, mode, level))
+
+
+def export_openvino(
+    ckpt_path: str | Path, out_dir: str | Path, mode: str | None = None, level: int | None = None
+) -> Path:
+    """Write OpenVINO IR (``<stem>.xml`` + ``<stem>.bin``, fp32 weights) of the checkpoint's
+    model at its working size into ``out_dir``, for running with OpenVINO alone (needs
+    ``openvino`` and ``onnx``). Returns the ``.xml`` path."""
+    from segdemo.engine import EngineUnavailable, write_ir
+
+    ckpt = load_checkpoint(ckpt_path)
+    setting = _setting(ckpt, mode, level)
+    stem = Path(ckpt_path).stem
+    if setting:
+        stem += f"_{setting['mode']}_L{setting['level']}"
+    try:
+        return write_ir(ckpt.model.eval(), Path(out_dir) / f"{stem}.xml", ckpt.input_size, setting)
+    except EngineUnavailable as exc:
+        raise ValueError(f"OpenVINO export: {exc}") from None
 
 
 def export_smp_pretrained(ckpt_path: str | Path, out_dir: str | Path) -> Path:

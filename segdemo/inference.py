@@ -9,10 +9,13 @@ One way to predict, used by the CLI, the app, evaluation and the benchmark::
 
 ``precision`` is ``"bf16"`` (fast path) or ``"fp32"``; ``runtime.resolve_precision`` picks
 bf16 only where the hardware runs it natively (AVX512-BF16/AMX CPUs, bf16 CUDA GPUs).
+``prepare_model(model, engine="openvino")`` hands the model to OpenVINO instead
+(``segdemo.engine``); everything below runs it the same way.
 """
 
 from __future__ import annotations
 
+import logging
 import statistics
 import threading
 import time
@@ -29,6 +32,8 @@ from segdemo.images import resize_image
 from segdemo.models.registry import forward_kwargs, pruning_levels
 from segdemo.tta import NO_TTA, TTA, average_probabilities, probabilities
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "Segmenter",
     "WarmLatency",
@@ -43,21 +48,36 @@ __all__ = [
 
 
 def prepare_model(
-    model: nn.Module, device: str | torch.device = "auto", precision: str = "auto"
+    model: nn.Module,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    engine: str = "torch",
 ) -> tuple[nn.Module, torch.device, str]:
-    """Put ``model`` in eval mode on ``device``, in ``channels_last`` on the fast path.
+    """Put ``model`` in eval mode on ``device``, in ``channels_last`` on the fast path, or
+    hand it to OpenVINO (``segdemo.engine``).
 
-    The model is changed in place (and returned): call this once after loading.
+    The model is changed in place (and returned, or wrapped): call this once after loading.
 
     Args:
         device: ``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"``, ...
         precision: ``"auto"`` (bf16 where native, else fp32), ``"bf16"`` or ``"fp32"``.
+        engine: ``"torch"``, ``"openvino"`` (CPU only) or ``"auto"`` (OpenVINO on the CPU
+            when installed). Where OpenVINO is unavailable torch runs, and the reason is
+            logged as one warning line.
 
     Returns:
-        ``(model, device, precision)`` with device and precision resolved.
+        ``(model, device, precision)`` with device and precision resolved; ``model`` is an
+        ``engine.OpenVINOModel`` (called the same way) when OpenVINO runs it.
     """
+    from segdemo.engine import OpenVINOModel, resolve_engine
+
     device = runtime.resolve_device(device)
     precision = runtime.resolve_precision(precision, device)
+    engine, note = resolve_engine(engine, device)
+    if note:
+        log.warning(note)
+    if engine == "openvino":
+        return OpenVINOModel(model, precision), torch.device("cpu"), precision
     model = model.eval().to(device)
     if precision == "bf16":
         model = model.to(memory_format=torch.channels_last)
@@ -286,6 +306,13 @@ class Segmenter:
         if self.tta.enabled:
             parts.append(f"TTA {self.tta.describe()}")
         return " + ".join(parts)
+
+    @property
+    def engine(self) -> str:
+        """What runs the model: ``"torch"`` or ``"openvino"``."""
+        from segdemo.engine import engine_of
+
+        return engine_of(self.model)
 
     @property
     def title(self) -> str:

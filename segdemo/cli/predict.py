@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from segdemo.cli.evaluation import add_tta_argument
+from segdemo.cli.evaluation import add_engine_argument, add_tta_argument
 
 
 def cmd_predict(args) -> int:
@@ -20,7 +20,7 @@ def cmd_predict(args) -> int:
     paths, keep = iter_inputs(args.images)
     stems = output_stems(paths, keep)
     ckpt = load_checkpoint(args.ckpt)
-    model, device, precision = prepare_model(ckpt.model, args.device, args.precision)
+    model, device, precision = prepare_model(ckpt.model, args.device, args.precision, args.engine)
     mode = level = None
     if args.mode or args.level:
         levels = pruning_levels(model)
@@ -53,14 +53,19 @@ def cmd_predict(args) -> int:
 def cmd_export(args) -> int:
     from segdemo import export
 
-    if not (args.onnx or args.safetensors or args.pretrained_dir):
-        raise ValueError("export needs at least one of --onnx, --safetensors, --pretrained-dir")
+    if not (args.onnx or args.openvino or args.safetensors or args.pretrained_dir):
+        raise ValueError(
+            "export needs at least one of --onnx, --openvino, --safetensors, --pretrained-dir"
+        )
     if args.safetensors:
         path = export.export_safetensors(args.ckpt, args.safetensors, fp16=args.fp16)
         print(f"wrote {path}")
     if args.onnx:
         path = export.export_onnx(args.ckpt, args.onnx, mode=args.mode, level=args.level)
         print(f"wrote {path}")
+    if args.openvino:
+        path = export.export_openvino(args.ckpt, args.openvino, mode=args.mode, level=args.level)
+        print(f"wrote {path} and {path.with_suffix('.bin').name}")
     if args.pretrained_dir:
         path = export.export_smp_pretrained(args.ckpt, args.pretrained_dir)
         print(f"wrote {path}")
@@ -84,13 +89,19 @@ def add_parsers(sub) -> None:
     pr.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    add_engine_argument(pr)
     add_tta_argument(pr)
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", help="export a checkpoint: ONNX, fp16 safetensors, smp layout")
+    ex = sub.add_parser(
+        "export", help="export a checkpoint: ONNX, OpenVINO IR, fp16 safetensors, smp layout"
+    )
     ex.add_argument("--ckpt", required=True)
     ex.add_argument("--onnx", help="write an ONNX file here (needs onnx)")
-    ex.add_argument("--mode", choices=["fast", "accurate"], help="U-Net++ setting for ONNX")
+    ex.add_argument("--openvino", metavar="DIR",
+                    help="write OpenVINO IR (.xml + .bin, fp32) into DIR (needs openvino)")  # fmt: skip
+    ex.add_argument("--mode", choices=["fast", "accurate"],
+                    help="U-Net++ setting for ONNX/OpenVINO (the graph is pruned to it)")  # fmt: skip
     ex.add_argument("--level", type=int, help="U-Net++ pruning level (default: the deepest)")
     ex.add_argument("--safetensors", help="write a weights-only copy (no optimizer state)")
     ex.add_argument("--fp16", action="store_true", help="with --safetensors: fp16 storage")
