@@ -80,12 +80,16 @@ def bench_model(
     device: str | torch.device = "cpu",
     model_kwargs: dict | None = None,
     seed: int = 0,
+    engines: Sequence[str] = ("torch",),
+    model: torch.nn.Module | None = None,
 ) -> list[dict]:
-    """Benchmark rows of one registered model (see ``run_bench``)."""
+    """Benchmark rows of one registered model (see ``run_bench``), or of ``model`` (e.g. a
+    loaded checkpoint's) under the label ``name``."""
     device = runtime.resolve_device(device)
     torch.manual_seed(seed)
-    kwargs = default_model_kwargs(name) if model_kwargs is None else model_kwargs
-    model = create_model(name, num_classes=num_classes, **kwargs)
+    if model is None:
+        kwargs = default_model_kwargs(name) if model_kwargs is None else model_kwargs
+        model = create_model(name, num_classes=num_classes, **kwargs)
     generator = torch.Generator().manual_seed(seed)
     one = torch.randn(1, 3, *size, generator=generator).to(device)
     many = torch.randn(batch, 3, *size, generator=generator).to(device)
@@ -128,6 +132,22 @@ def bench_model(
             size=list(size),
             batch=batch,
         )
+    if "openvino" in engines and device.type == "cpu":
+        # Timed in rounds with the fast path, so the ratio is a paired one; conversion (or
+        # reading the cache) happens in the warm-up runs.
+        compiled, _, ov_precision = prepare_model(model, "cpu", "auto", engine="openvino")
+        for row, (mode, level) in zip(rows, settings, strict=True):
+            kwargs = forward_kwargs(mode, level)
+
+            def fast(kwargs=kwargs) -> None:
+                predict_logits(model, one, device, precision, **kwargs)
+
+            def step(kwargs=kwargs) -> None:
+                predict_logits(compiled, one, "cpu", ov_precision, **kwargs)
+
+            fast_ms, row["ms_openvino"] = interleaved_median_ms([fast, step], repeats, warmup)
+            row["fast_over_openvino"] = fast_ms / row["ms_openvino"]
+            row["openvino"] = compiled.describe()
     return rows
 
 
@@ -141,6 +161,9 @@ def run_bench(
     warmup: int = 3,
     model_kwargs: dict[str, dict] | None = None,
     progress: Callable[[dict], None] | None = None,
+    engines: Sequence[str] = ("torch",),
+    checkpoints: Sequence[str] = (),
+    size_given: bool = True,
 ) -> list[dict]:
     """Parameters, GFLOPs and latencies of ``models`` (default: every registered model).
 
@@ -154,6 +177,11 @@ def run_bench(
         warmup: untimed runs before each measurement.
         model_kwargs: per-name builder kwargs overriding ``default_model_kwargs``.
         progress: called with each row when it is done.
+        engines: ``("torch",)``, or with ``"openvino"`` also ``ms_openvino`` (batch 1,
+            OpenVINO on the CPU at its default precision), ``fast_over_openvino`` (the
+            fast path's time over OpenVINO's, timed in the same rounds) and ``openvino``.
+        checkpoints: checkpoint files to time as well (at their own input size unless
+            ``size_given``), one row per setting labelled with the file's stem.
 
     Returns:
         Rows with ``BENCH_KEYS`` (``mode``/``level`` are ``None`` for plain models) plus
@@ -162,7 +190,7 @@ def run_bench(
     Raises:
         ValueError: for an unknown model name (lists the valid ones).
     """
-    names = list_models() if models is None else list(models)
+    names = (list_models() if not checkpoints else []) if models is None else list(models)
     unknown = [name for name in names if name not in list_models()]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; valid models: {', '.join(list_models())}")
@@ -178,7 +206,19 @@ def run_bench(
             num_classes=num_classes,
             device=device,
             model_kwargs=model_kwargs.get(name),
+            engines=engines,
         ):
+            rows.append(row)
+            if progress is not None:
+                progress(row)
+    for path in checkpoints:
+        from segdemo.checkpoints import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        for row in bench_model(
+            ckpt.path.stem, size=size if size_given else tuple(ckpt.input_size), batch=batch,
+            repeats=repeats, warmup=warmup, device=device, engines=engines, model=ckpt.model,
+        ):  # fmt: skip
             rows.append(row)
             if progress is not None:
                 progress(row)
@@ -201,19 +241,25 @@ def format_bench_table(rows: list[dict]) -> str:
         for row in rows
         if row["mode"] is not None and row["level"] == deepest[(row["model"], row["mode"])]
     }
+    openvino = any("ms_openvino" in row for row in rows)
     header = (
         "| model | mode | level | params (M) | GFLOPs | ms fp32 (b=1) | ms fast (b=1) "
         "| fp32/fast | vs full | img/s fast |"
+        + (" ms openvino (b=1) | fast/openvino (paired) |" if openvino else "")
     )
-    lines = [header, "|" + "---|" * 10]
+    lines = [header, "|" + "---|" * (12 if openvino else 10)]
     for row in rows:
         full = reference.get((row["model"], row["mode"]))
         relative = f"{row['ms_fast'] / full:.2f}" if full else "-"
+        ov_cells = ""
+        if openvino:
+            ms = row.get("ms_openvino")
+            ov_cells = f" {ms:.1f} | {row['ms_fp32'] / ms:.2f} |" if ms else " - | - |"
         lines.append(
             f"| {row['model']} | {row['mode'] or '-'} | {row['level'] or '-'} "
             f"| {row['params'] / 1e6:.3f} | {row['gflops']:.2f} | {row['ms_fp32']:.1f} "
             f"| {row['ms_fast']:.1f} | {row['ms_fp32'] / row['ms_fast']:.2f} | {relative} "
-            f"| {row['images_per_s']:.1f} |"
+            f"| {row['images_per_s']:.1f} |{ov_cells}"
         )
     if rows:
         first = rows[0]
@@ -221,7 +267,8 @@ def format_bench_table(rows: list[dict]) -> str:
         lines.append("")
         lines.append(
             f"Input {size or '?'}, throughput at batch {first.get('batch', '?')}; "
-            f"{first.get('device', '')}."
+            f"{first.get('device', '')}"
+            + (f"; openvino: {first['openvino']}." if first.get("openvino") else ".")
         )
     return "\n".join(lines)
 
@@ -346,16 +393,18 @@ def format_train_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _video_segmenters(checkpoints: Sequence, device: str, precision: str) -> list[list]:
+def _video_segmenters(
+    checkpoints: Sequence, device: str, precision: str, engine: str = "torch"
+) -> list[list]:
     """Per checkpoint: a Segmenter at every inference setting, the app's opening one first
     (the deepest level in the mode that validated better; the plain forward for a model
-    without levels)."""
+    without levels), run by ``engine``."""
     from segdemo.inference import Segmenter, default_mode
     from segdemo.models import pruning_levels
 
     per_checkpoint = []
     for ckpt in checkpoints:
-        model, dev, prec = prepare_model(ckpt.model, device, precision)
+        model, dev, prec = prepare_model(ckpt.model, device, precision, engine)
         levels = pruning_levels(model)
 
         def make(mode, level, ckpt=ckpt, model=model, dev=dev, prec=prec):
@@ -386,6 +435,7 @@ def bench_video(
     workdir: str | None = None,
     warmup: int = 3,
     rounds: int = 3,
+    engines: Sequence[str] = ("torch",),
 ) -> dict:
     """Video throughput of checkpoints, the way the Segment page's video section runs them.
 
@@ -397,7 +447,9 @@ def bench_video(
     uploaded file to a playable WebM (reading, segmenting, composing, encoding). Each
     setting first runs ``warmup`` times on a blank frame, as the app's first run of a
     setting does, so the numbers are of warm runs; each setting's frames per second is the
-    median of ``rounds`` runs of the clip, taken in interleaved rounds.
+    median of ``rounds`` runs of the clip, taken in interleaved rounds. With several
+    ``engines`` every setting runs on each (rows carry ``engine``), interleaved the same way;
+    the all-together run uses the first engine.
     """
     import tempfile
     from pathlib import Path
@@ -406,11 +458,12 @@ def bench_video(
     from segdemo.video import drive_clip, segment_video
 
     checkpoints = [load_checkpoint(path) for path in checkpoint_paths]
-    per_checkpoint = _video_segmenters(checkpoints, device, precision)
+    by_engine = {e: _video_segmenters(checkpoints, device, precision, e) for e in engines}
+    per_checkpoint = by_engine[engines[0]]
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         clip = drive_clip(Path(tmp) / "drive.webm", seconds=seconds, fps=fps, size=size)
         blank = np.zeros((*size, 3), np.uint8)
-        settings = [segmenter for segmenters in per_checkpoint for segmenter in segmenters]
+        settings = [s for per in by_engine.values() for group in per for s in group]
         for segmenter in settings:
             for _ in range(warmup):  # kernel selection and allocation, per setting
                 segmenter(blank)
@@ -427,7 +480,7 @@ def bench_video(
             median = statistics.median(runs)
             rows.append({
                 "checkpoint": segmenter.name, "mode": segmenter.mode, "level": segmenter.level,
-                "fps": median, "ms_per_frame": 1000.0 / median if median else None,
+                "engine": segmenter.engine, "fps": median, "ms_per_frame": 1000.0 / median if median else None,
                 "frames": result.frames, "fps_runs": runs,
             })  # fmt: skip
         together = [segmenters[0] for segmenters in per_checkpoint]
@@ -442,6 +495,11 @@ def bench_video(
                 "fps": [m["fps"] for m in result.models],
             }  # fmt: skip
     device_text = runtime.describe(together[0].device, together[0].precision) if together else ""
+    for per in by_engine.values():
+        model = per[0][0].model if per and per[0] else None
+        if model is not None and hasattr(model, "describe"):
+            device_text += f"; openvino: {model.describe()}"
+            break
     return {
         "clip": {"seconds": seconds, "fps": fps, "size": list(size)},
         "device": device_text,
@@ -452,15 +510,19 @@ def bench_video(
 
 def format_video_table(result: dict) -> str:
     """Markdown table of ``bench_video``'s result."""
+    engines = len({row.get("engine") for row in result["rows"]}) > 1
     lines = [
-        "| checkpoint | setting | frames/s | ms per frame |",
-        "|---|---|---|---|",
+        "| checkpoint | setting |"
+        + (" engine |" if engines else "")
+        + " frames/s | ms per frame |",
+        "|---|---|" + ("---|" if engines else "") + "---|---|",
     ]
     for row in result["rows"]:
         setting = f"{row['mode']} L{row['level']}" if row["level"] is not None else "-"
         fps = "-" if row["fps"] is None else f"{row['fps']:.1f}"
         ms = "-" if row["ms_per_frame"] is None else f"{row['ms_per_frame']:.0f}"
-        lines.append(f"| {row['checkpoint']} | {setting} | {fps} | {ms} |")
+        engine = f" {row['engine']} |" if engines else ""
+        lines.append(f"| {row['checkpoint']} | {setting} |{engine} {fps} | {ms} |")
     clip = result["clip"]
     height, width = clip["size"]
     lines.append("")

@@ -37,6 +37,7 @@ import shutil
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -259,7 +260,10 @@ def write_onnx(
     module = _Fixed(model, forward_kwargs or {}, heads).eval()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():  # plain torch.cat in the decoder, not its training Function
+    # no_grad: plain torch.cat in the decoder, not its training Function. The tracer's
+    # warnings about shapes read as Python numbers do not apply: the input size is fixed.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         count = len(model.forward_heads(_probe(input_size))) if heads else 0
         outputs = [f"head{k}" for k in range(1, count + 1)] if heads else ["logits"]
         torch.onnx.export(

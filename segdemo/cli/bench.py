@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from segdemo.config import parse_size
 
@@ -24,12 +25,20 @@ def cmd_bench(args) -> int:
         format_video_table,
         run_bench,
     )
+    from segdemo.engine import resolve_engine
 
     args.size_given = args.size is not None
+    engines = []
+    for name in args.engines.split(","):
+        chosen, note = resolve_engine(name.strip(), args.device)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        if chosen not in engines:
+            engines.append(chosen)
     if args.video:
         size = args.size or (360, 640)
         result = bench_video(args.video, seconds=args.seconds, size=size,
-                             device=args.device)  # fmt: skip
+                             device=args.device, engines=engines)  # fmt: skip
         print(json.dumps(result, indent=2) if args.json else format_video_table(result))
         return 0
     args.size = args.size or (256, 512)
@@ -42,16 +51,19 @@ def cmd_bench(args) -> int:
         return 0
 
     models = args.models.split(",") if args.models else None
-    rows = run_bench(
-        models=models, size=args.size, batch=args.batch, repeats=args.repeats, device=args.device
-    )
+    rows = run_bench(models=models, size=args.size, batch=args.batch, repeats=args.repeats,
+                     device=args.device, engines=engines, checkpoints=args.ckpt or (),
+                     size_given=args.size_given)  # fmt: skip
     print(json.dumps(rows, indent=2) if args.json else format_bench_table(rows))
     return 0
 
 
 def add_parsers(sub) -> None:
     be = sub.add_parser("bench", help="parameters, GFLOPs and latency of every model and level")
-    be.add_argument("--models", help="comma-separated names (default: all)")
+    be.add_argument("--models", help="comma-separated names (default: all, none with --ckpt)")
+    be.add_argument("--ckpt", action="append", metavar="FILE",
+                    help="time a checkpoint at every setting (repeatable; at its own input "
+                         "size unless --size)")  # fmt: skip
     be.add_argument("--size", type=parse_size, help="HxW (default 256x512; 256x256 with --train)")
     be.add_argument("--batch", type=int, default=8)
     be.add_argument("--repeats", type=int, default=10)
@@ -75,4 +87,9 @@ def add_parsers(sub) -> None:
         "from clip to playable WebM with all of them together",
     )  # fmt: skip
     be.add_argument("--seconds", type=float, default=10.0, help="--video: clip length")
+    be.add_argument(
+        "--engines", default="torch,openvino",
+        help="engines to time side by side (comma-separated: torch, openvino, auto); an "
+        "engine that cannot run here is left out with a note (--train: torch only)",
+    )  # fmt: skip
     be.set_defaults(func=cmd_bench)
