@@ -15,6 +15,7 @@ import streamlit as st
 from segdemo import limits, viz
 from segdemo.batch import batch_zip
 from segdemo.checkpoints import CheckpointError
+from segdemo.engine import engine_of, resolve_engine
 from segdemo.images import ImageError
 from segdemo.inference import Segmenter
 from segdemo.limits import BudgetExceeded
@@ -32,6 +33,7 @@ state = st.session_state
 VIEWS = {"overlay": "Overlay", "mask": "Colour mask"}
 MODES = {"fast": "Fast", "accurate": "Accurate"}
 SOURCES = {"photos": "Photos", "camera": "Camera", "dataset": "Dataset image", "video": "Video"}
+ENGINES = {"torch": "PyTorch", "openvino": "OpenVINO (CPU)", "auto": "Fastest here (auto)"}
 
 
 def mark_refresh() -> None:
@@ -41,6 +43,11 @@ def mark_refresh() -> None:
 def tta():
     """The page's test-time augmentation (the toggle), for every model on it."""
     return ui.page_tta(state["segment_tta"])
+
+
+def engine() -> str:
+    """The engine the sidebar picked for every model on the page."""
+    return state["segment_engine"]
 
 
 def setting_of(path: str, checkpoint) -> tuple[str | None, int | None]:
@@ -69,7 +76,7 @@ def cost_table(row: dict, checkpoint, mode, level, latency_ms: float | None) -> 
     return (
         f"| params | {ui.format_params(cost['params'])} |\n|---|---|\n"
         f"| GFLOPs | {cost['gflops']:.2f} |\n"
-        f"| latency | {ui.latency_text(latency_ms)} |\n"
+        f"| latency | {ui.latency_text(latency_ms, engine_of(checkpoint.model))} |\n"
         f"| val mIoU | {'n/a' if miou is None else f'{miou:.3f}'} |"
     )
 
@@ -148,7 +155,7 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     map, downloads."""
     st.markdown(f"**{common.literal_markdown(row['label'])}**")
     try:
-        checkpoint, device, precision = common.load_model(row["path"])
+        checkpoint, device, precision = common.load_model(row["path"], engine=engine())
     except CheckpointError as e:
         st.error(common.literal_markdown(str(e)))
         return
@@ -181,7 +188,8 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
         ui.setting_key(checkpoint, device, precision, mode, level, tta())
     )
     with_tta = " + TTA" if tta().enabled else ""
-    caption = f"{row['model']}{setting_text(mode, level)}{with_tta} · {ui.latency_text(known_ms)}"
+    latency = ui.latency_text(known_ms, engine_of(checkpoint.model))
+    caption = f"{row['model']}{setting_text(mode, level)}{with_tta} · {latency}"
     image_slot.image(picture, caption=caption, width="stretch")
     st.markdown(ui.legend_html(result.legend, hidden), unsafe_allow_html=True)
     if levels:
@@ -505,11 +513,20 @@ st.multiselect(
     persist_state="session",
     help="Pick two or more to see their masks side by side (up to four fit a wide window).",
 )
+st.sidebar.selectbox(
+    "Engine", list(ENGINES), format_func=ENGINES.get, key="segment_engine",
+    persist_state="session",
+    help="What runs the models. OpenVINO is 1.5-6x faster on a CPU (docs/benchmarks.md); "
+    "each model and setting is converted once (seconds) and kept on disk for next time.",
+)  # fmt: skip
+engine_note = resolve_engine(engine(), "auto")[1]
+if engine_note:
+    st.sidebar.caption(engine_note)
 chosen = [by_path[p] for p in state["segment_checkpoints"]]
 loaded: dict[str, tuple] = {}
 for row in chosen:
     with contextlib.suppress(CheckpointError):  # the model's panel shows the error
-        loaded[row["path"]] = common.load_model(row["path"])
+        loaded[row["path"]] = common.load_model(row["path"], engine=engine())
 
 source_col, view_col, alpha_col = st.columns([3, 2, 2])
 source_col.radio(

@@ -539,3 +539,86 @@ def format_video_table(result: dict) -> str:
             f"{together['wall_s']:.1f} s from the clip to a playable WebM."
         )
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def bench_engine_agreement(
+    checkpoint_paths: Sequence[str],
+    data: str,
+    split: str = "val",
+    max_items: int = 100,
+    batch: int = 8,
+    precision: str = "auto",
+) -> list[dict]:
+    """How far OpenVINO's masks are from torch fp32's, per checkpoint and setting.
+
+    The first ``max_items`` photos of ``data`` are run by both engines at the checkpoint's
+    input size (each setting its own graph, as the app runs it). Per setting: ``agreement``
+    (the fraction of pixels with the same class) and the mIoU of each engine's masks
+    against the labels (``miou_torch``, ``miou_openvino``; masks scaled back to the labels
+    by nearest neighbour, so these are not ``eval``'s numbers, only their difference is
+    the point).
+    """
+    from segdemo.checkpoints import load_checkpoint
+    from segdemo.data import open_dataset
+    from segdemo.inference import mask_to_size, predict_mask, preprocess
+    from segdemo.metrics import confusion_per_image, metrics_from_confusion
+
+    rows = []
+    for path in checkpoint_paths:
+        ckpt = load_checkpoint(path)
+        model, _, _ = prepare_model(ckpt.model, "cpu", "fp32")
+        compiled, _, ov_precision = prepare_model(model, "cpu", precision, engine="openvino")
+        dataset = open_dataset(data, split, label_set=ckpt.label_set.name)
+        pairs = [dataset.read_raw(i) for i in range(min(max_items, len(dataset)))]
+        classes, ignore = len(ckpt.label_set.names), ckpt.label_set.ignore_index
+        for mode, level in inference_settings(model):
+            kwargs = forward_kwargs(mode, level)
+            same = total = 0
+            confusion = {"torch": 0, "openvino": 0}
+            for start in range(0, len(pairs), batch):
+                group = pairs[start : start + batch]
+                x = torch.cat([preprocess(image, ckpt.input_size, model.normalization)
+                               for image, _ in group])  # fmt: skip
+                masks = {
+                    "torch": predict_mask(model, x, "cpu", "fp32", **kwargs),
+                    "openvino": predict_mask(compiled, x, "cpu", ov_precision, **kwargs),
+                }
+                same += int((masks["torch"] == masks["openvino"]).sum())
+                total += masks["torch"].numel()
+                for engine, mask in masks.items():
+                    for one, (_, label) in zip(mask, group, strict=True):
+                        target = torch.from_numpy(label.astype(np.int64))[None]
+                        pred = mask_to_size(one, tuple(target.shape[-2:]))[None]
+                        confusion[engine] = confusion[engine] + confusion_per_image(
+                            pred, target, classes, ignore
+                        ).sum(0)
+            miou = {e: metrics_from_confusion(c)["miou"] for e, c in confusion.items()}
+            rows.append({
+                "checkpoint": ckpt.path.stem, "mode": mode, "level": level,
+                "images": len(pairs), "agreement": same / total,
+                "miou_torch": miou["torch"], "miou_openvino": miou["openvino"],
+                "openvino": compiled.describe(),
+            })  # fmt: skip
+    return rows
+
+
+def format_agreement_table(rows: list[dict]) -> str:
+    """Markdown table of ``bench_engine_agreement`` rows."""
+    lines = [
+        "| checkpoint | setting | pixels agreeing | mIoU torch fp32 | mIoU openvino | difference |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        setting = f"{row['mode']} L{row['level']}" if row["level"] is not None else "-"
+        diff = 100 * (row["miou_openvino"] - row["miou_torch"])
+        lines.append(
+            f"| {row['checkpoint']} | {setting} | {100 * row['agreement']:.3f}% "
+            f"| {row['miou_torch']:.4f} | {row['miou_openvino']:.4f} | {diff:+.2f} points |"
+        )
+    if rows:
+        lines.append("")
+        lines.append(f"The first {rows[0]['images']} images; openvino: {rows[0]['openvino']}.")
+    return "\n".join(lines)

@@ -39,6 +39,7 @@ STATE_DEFAULTS: dict[str, object] = {
     "segment_view": "overlay",
     "segment_alpha": 0.5,
     "segment_tta": False,
+    "segment_engine": "torch",
     "compare_results": {},
     # Segment page
     "segment_photo": None,  # key of the photo shown side by side (None = the first)
@@ -256,15 +257,18 @@ def checkpoint_label(path: Path, meta: dict | None) -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def _load(path: str, mtime_ns: int, device: str, precision: str):
+def _load(path: str, mtime_ns: int, device: str, precision: str, engine: str = "torch"):
     ckpt = load_checkpoint(path)
-    model, dev, prec = prepare_model(ckpt.model, device, precision)
+    model, dev, prec = prepare_model(ckpt.model, device, precision, engine)
     ckpt.model = model
     return ckpt, dev, prec
 
 
-def load_model(path: str | Path, device: str = "auto", precision: str = "auto"):
-    """``(Checkpoint, device, precision)`` for ``path``, loaded once per file version.
+def load_model(
+    path: str | Path, device: str = "auto", precision: str = "auto", engine: str = "torch"
+):
+    """``(Checkpoint, device, precision)`` for ``path``, loaded once per file version and
+    engine (``inference.prepare_model``; with OpenVINO ``Checkpoint.model`` is its wrapper).
 
     Raises:
         CheckpointError: the file is unreadable or not a segdemo checkpoint.
@@ -272,7 +276,7 @@ def load_model(path: str | Path, device: str = "auto", precision: str = "auto"):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path.name} no longer exists")
-    return _load(str(path), path.stat().st_mtime_ns, device, precision)
+    return _load(str(path), path.stat().st_mtime_ns, device, precision, engine)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -23,6 +23,7 @@ from PIL import Image
 from segdemo import limits, viz
 from segdemo.batch import mask_png as _mask_png
 from segdemo.batch import png_bytes
+from segdemo.engine import engine_of
 from segdemo.ground_truth import photo_scores, read_mask
 from segdemo.images import ImageError, load_image
 from segdemo.inference import Segmenter, WarmLatency
@@ -288,7 +289,7 @@ def segmenter(
 def setting_key(checkpoint, device, precision: str, mode, level, tta: TTA = NO_TTA) -> tuple:
     path = Path(checkpoint.path)
     return (str(path), path.stat().st_mtime_ns, str(device), precision, mode, level,
-            tta.describe())  # fmt: skip
+            tta.describe(), engine_of(checkpoint.model))  # fmt: skip
 
 
 def run_model(
@@ -332,8 +333,9 @@ def run_model(
     return result
 
 
-def latency_text(ms: float | None) -> str:
-    return "measuring…" if ms is None else f"{ms:.0f} ms"
+def latency_text(ms: float | None, engine: str | None = None) -> str:
+    text = "measuring…" if ms is None else f"{ms:.0f} ms"
+    return f"{text} ({engine})" if engine else text
 
 
 # ------------------------------------------------------------------------------- pictures

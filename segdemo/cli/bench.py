@@ -35,6 +35,14 @@ def cmd_bench(args) -> int:
             print(f"note: {note}", file=sys.stderr)
         if chosen not in engines:
             engines.append(chosen)
+    if args.agreement:
+        from segdemo.bench import bench_engine_agreement, format_agreement_table
+
+        if not args.ckpt:
+            raise ValueError("--agreement needs --ckpt FILE (repeatable) and --data ROOT")
+        rows = bench_engine_agreement(args.ckpt, args.data, max_items=args.max_items)
+        print(json.dumps(rows, indent=2) if args.json else format_agreement_table(rows))
+        return 0
     if args.video:
         size = args.size or (360, 640)
         result = bench_video(args.video, seconds=args.seconds, size=size,
@@ -87,6 +95,13 @@ def add_parsers(sub) -> None:
         "from clip to playable WebM with all of them together",
     )  # fmt: skip
     be.add_argument("--seconds", type=float, default=10.0, help="--video: clip length")
+    be.add_argument(
+        "--agreement", action="store_true",
+        help="with --ckpt and --data: OpenVINO's masks against torch fp32's on the first "
+        "--max-items val photos, per setting (pixels agreeing, mIoU of each)",
+    )  # fmt: skip
+    be.add_argument("--data", help="--agreement: a dataset root")
+    be.add_argument("--max-items", type=int, default=100, help="--agreement: photos used")
     be.add_argument(
         "--engines", default="torch,openvino",
         help="engines to time side by side (comma-separated: torch, openvino, auto); an "
