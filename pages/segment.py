@@ -188,7 +188,9 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
         ui.setting_key(checkpoint, device, precision, mode, level, tta())
     )
     with_tta = " + TTA" if tta().enabled else ""
-    latency = ui.latency_text(known_ms, engine_of(checkpoint.model))
+    # The caption names the engine where it is not the default; the cost table always does.
+    engine_name = engine_of(checkpoint.model)
+    latency = ui.latency_text(known_ms, None if engine_name == "torch" else engine_name)
     caption = f"{row['model']}{setting_text(mode, level)}{with_tta} · {latency}"
     image_slot.image(picture, caption=caption, width="stretch")
     st.markdown(ui.legend_html(result.legend, hidden), unsafe_allow_html=True)

@@ -254,7 +254,7 @@ def format_bench_table(rows: list[dict]) -> str:
         ov_cells = ""
         if openvino:
             ms = row.get("ms_openvino")
-            ov_cells = f" {ms:.1f} | {row['ms_fp32'] / ms:.2f} |" if ms else " - | - |"
+            ov_cells = f" {ms:.1f} | {row['fast_over_openvino']:.2f} |" if ms else " - | - |"
         lines.append(
             f"| {row['model']} | {row['mode'] or '-'} | {row['level'] or '-'} "
             f"| {row['params'] / 1e6:.3f} | {row['gflops']:.2f} | {row['ms_fp32']:.1f} "

@@ -398,6 +398,7 @@ class OpenVINOModel(nn.Module):
     def _build_entry(self, entry: Path, graph: tuple, input_size: tuple[int, int]) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=self.cache_dir))
+        tmp.chmod(0o755)  # mkdtemp's 0700 would outlive the rename
         try:
             kind, kwargs = graph
             _write_ir(self._ov, self.model, tmp / "model.xml", input_size, dict(kwargs),

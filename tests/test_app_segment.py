@@ -10,6 +10,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from markdown_text import shown
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -434,7 +435,10 @@ def test_ground_truth_upload_gives_error_maps_and_miou(app_dirs):
         ("square.png", _png(Image.fromarray(truth[:48, :48])), "image/png")
     ).run()
     assert not at.exception
-    assert len(at.error) == 1 and shown(at.error[0].value) == "square.png is 48x48 but the photo is 96x48"
+    assert (
+        len(at.error) == 1
+        and shown(at.error[0].value) == "square.png is 48x48 but the photo is 96x48"
+    )
 
 
 def test_camera_photo_is_segmented_like_an_upload(app_dirs):
@@ -541,3 +545,16 @@ def test_tta_toggle_segments_every_model_with_the_averaged_prediction(app_dirs):
     at.toggle(key="segment_tta").set_value(False).run()
     again = {img.captions[0].split(" · ")[0]: img.value for img in model_images(at)}
     assert again == plain
+
+
+def test_the_sidebar_engine_runs_every_model_on_openvino(app_dirs, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("SEGDEMO_CACHE", str(tmp_path))
+    at = run_app()
+    at.selectbox(key="segment_engine").set_value("openvino").run()
+    assert not at.exception and not at.error
+    captions = [img.captions[0] for img in at.get("image") if " ms (openvino)" in img.captions[0]
+                or "measuring… (openvino)" in img.captions[0]]  # fmt: skip
+    assert len(captions) == 2  # both models, each naming its engine beside the latency
+    assert any("(openvino) |" in m.value for m in at.markdown)  # the cost table's latency
+    assert any((tmp_path / "openvino").iterdir())

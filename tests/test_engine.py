@@ -251,3 +251,43 @@ def test_export_openvino_writes_ir_that_openvino_runs_alone(tmp_path):
     got = torch.from_numpy(compiled(x.numpy())[0])
     expected = load_checkpoint(ckpt_path).model.eval()(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bench_times_openvino_beside_torch(tmp_path, monkeypatch):
+    from segdemo.bench import format_bench_table, run_bench
+
+    monkeypatch.setenv("SEGDEMO_CACHE", str(tmp_path))
+    tiny = dict(get_model_config("unet").tiny_kwargs)
+    rows = run_bench(["unet"], size=(32, 32), batch=1, repeats=1, warmup=1,
+                     engines=("torch", "openvino"), model_kwargs={"unet": tiny})  # fmt: skip
+    (row,) = rows
+    assert row["ms_openvino"] > 0 and row["fast_over_openvino"] > 0
+    assert row["openvino"].startswith("OpenVINO 2026.4")
+    table = format_bench_table(rows)
+    assert "fast/openvino (paired)" in table and f"{row['fast_over_openvino']:.2f} |" in table
+
+
+@pytest.mark.slow
+def test_predict_with_openvino_writes_the_same_masks_as_torch(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from checkpoint_cases import tiny_parts, write
+
+    from segdemo.cli import main
+
+    monkeypatch.setenv("SEGDEMO_CACHE", str(tmp_path / "cache"))
+    tensors, meta = tiny_parts()
+    ckpt = write(tmp_path / "tiny.safetensors", meta, tensors)
+    photo = tmp_path / "street.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(photo)
+    masks = {}
+    for name in ("torch", "openvino"):
+        out = tmp_path / name
+        assert main(["predict", "--ckpt", str(ckpt), str(photo), "--out", str(out),
+                     "--engine", name, "--precision", "fp32"]) == 0  # fmt: skip
+        (train_ids,) = out.glob("*_trainids.png")
+        masks[name] = np.asarray(Image.open(train_ids))
+    assert (masks["torch"] == masks["openvino"]).mean() >= 0.999
