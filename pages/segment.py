@@ -50,6 +50,12 @@ def engine() -> str:
     return state["segment_engine"]
 
 
+def engine_label(checkpoint) -> str | None:
+    """The engine to name beside a latency: only where it is not the default torch."""
+    name = engine_of(checkpoint.model)
+    return None if name == "torch" else name
+
+
 def setting_of(path: str, checkpoint) -> tuple[str | None, int | None]:
     """The U-Net++ mode and level a checkpoint's panel is set to (None, None: no levels)."""
     levels = pruning_levels(checkpoint.model)
@@ -76,7 +82,7 @@ def cost_table(row: dict, checkpoint, mode, level, latency_ms: float | None) -> 
     return (
         f"| params | {ui.format_params(cost['params'])} |\n|---|---|\n"
         f"| GFLOPs | {cost['gflops']:.2f} |\n"
-        f"| latency | {ui.latency_text(latency_ms, engine_of(checkpoint.model))} |\n"
+        f"| latency | {ui.latency_text(latency_ms, engine_label(checkpoint))} |\n"
         f"| val mIoU | {'n/a' if miou is None else f'{miou:.3f}'} |"
     )
 
@@ -188,9 +194,7 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
         ui.setting_key(checkpoint, device, precision, mode, level, tta())
     )
     with_tta = " + TTA" if tta().enabled else ""
-    # The caption names the engine where it is not the default; the cost table always does.
-    engine_name = engine_of(checkpoint.model)
-    latency = ui.latency_text(known_ms, None if engine_name == "torch" else engine_name)
+    latency = ui.latency_text(known_ms, engine_label(checkpoint))
     caption = f"{row['model']}{setting_text(mode, level)}{with_tta} · {latency}"
     image_slot.image(picture, caption=caption, width="stretch")
     st.markdown(ui.legend_html(result.legend, hidden), unsafe_allow_html=True)
