@@ -59,7 +59,7 @@ CHECKED_TELEMETRY_VERSION = "2025.2.0"
 
 #: Bump when the way a graph is exported changes, so old cache entries are not reused.
 CACHE_FORMAT = 1
-#: Default size limit of the IR cache: all settings of the six bundled models take ~250 MB.
+#: Default size limit of the IR cache (the flagship's eight settings take about 65 MB).
 CACHE_LIMIT_BYTES = 1 << 30
 
 Importer = Callable[[str], ModuleType]

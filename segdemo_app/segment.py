@@ -309,7 +309,7 @@ def run_model(
     a warm-up run on a blank input comes first, so every recorded photo run is warm.
     """
     setting = setting_key(checkpoint, device, precision, mode, level, tta)
-    key = (*setting[:2], photo.key, mode, level, tta.describe())
+    key = (*setting[:2], photo.key, mode, level, tta.describe(), setting[-1])  # [-1]: engine
     if key in cache:
         cache[key] = cache.pop(key)  # most recently used last
         return cache[key]
