@@ -332,7 +332,7 @@ class Segmenter:
             self.tta,
             **self.forward_kwargs(),
         )
-        return mask.astype(np.uint8)
+        return np.asarray(mask, dtype=np.uint8)  # already uint8: no full-size copy
 
     def timed(self, image_rgb_uint8: np.ndarray) -> tuple[np.ndarray, float]:
         """The mask and the wall time it took, in milliseconds."""

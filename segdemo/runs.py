@@ -288,7 +288,8 @@ def resume_run(run_dir: str | Path, *, allow_parallel: bool = False) -> RunInfo:
 def stop_run(run_dir: str | Path) -> None:
     """Ask a run to stop: it ends after the current step and writes ``last.safetensors``."""
     path = Path(run_dir) / STOP_FILE
-    path.write_text(f"requested at {time.strftime('%Y-%m-%d %H:%M:%S')}\n", encoding="utf-8")
+    text = f"requested at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+    atomic_write_bytes(path, text.encode("utf-8"), durable=False)  # like every file the app writes
 
 
 # --------------------------------------------------------------------------- listing
