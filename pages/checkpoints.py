@@ -245,11 +245,13 @@ if rows:
     st.dataframe(
         pd.DataFrame(
             {
+                "name": row["name"],
                 "model": row["model"],
                 "label set": row["label_set"],
                 "dataset": row["dataset"],
                 "input size": "×".join(str(s) for s in row["input_size"]),
                 "mIoU": row["miou"],
+                "measured on": row["miou_on"],
                 "created": (row["created"] or "")[:16].replace("T", " "),
                 "bundled": row["bundled"],
                 "path": row["path"],

@@ -38,17 +38,20 @@ if view == "Study":
     study_view.render()
     st.stop()
 
-rows = {row["label"]: row for row in common.available_checkpoints()}
+# Keyed by each checkpoint's display name (its file stem, unique): every table, chart and
+# sentence below names a model by it.
+rows = {row["name"]: row for row in common.available_checkpoints()}
 if not rows:
     st.info("No checkpoints yet: train one in a minute on the Train page.")
     st.stop()
 
 # The Segment page's choice: the bundled models of the richest label set, best first.
-by_path = {row["path"]: label for label, row in rows.items()}
+by_path = {row["path"]: name for name, row in rows.items()}
 labels = st.multiselect(
     "Checkpoints",
     list(rows),
     default=[by_path[path] for path in common.default_checkpoints(list(rows.values()))],
+    format_func=lambda name: rows[name]["label"],
     key="compare_checkpoints",
     help="Runs started on the Train page appear here when they write a checkpoint.",
 )

@@ -74,16 +74,17 @@ def setting_text(mode: str | None, level: int | None) -> str:
 
 def cost_table(row: dict, checkpoint, mode, level, latency_ms: float | None) -> str:
     cost = common.model_cost(row["path"], mode, level)
-    metrics = (checkpoint.metadata.get("metrics") or {}).get("best") or {}
+    metrics = common.headline_metrics(checkpoint.metadata)
     if level is not None:
         metrics = ((metrics.get("per_level") or {}).get(mode) or {}).get(str(level)) or {}
     miou = metrics.get("miou")
+    on = f" ({row['miou_on']})" if miou is not None and row.get("miou_on") else ""
     # One row per number, so the table fits a narrow column when four models sit side by side.
     return (
         f"| params | {ui.format_params(cost['params'])} |\n|---|---|\n"
         f"| GFLOPs | {cost['gflops']:.2f} |\n"
         f"| latency | {ui.latency_text(latency_ms, engine_label(checkpoint))} |\n"
-        f"| val mIoU | {'n/a' if miou is None else f'{miou:.3f}'} |"
+        f"| val mIoU | {'n/a' if miou is None else f'{miou:.3f}'}{on} |"
     )
 
 
@@ -131,7 +132,8 @@ def error_map_view(photo: ui.Photo, mask, label_set) -> None:
 def mask_downloads(row: dict, photo: ui.Photo, checkpoint, mask, mode, level) -> None:
     """Download buttons for a panel's mask and overlay (PNG), encoded only when clicked."""
     label_set = checkpoint.label_set
-    stem = f"{photo.stem}_{checkpoint.path.stem}" + (f"_{mode}-L{level}" if level else "")
+    name = row["name"].replace("/", "_")
+    stem = f"{photo.stem}_{name}" + (f"_{mode}-L{level}" if level else "")
     alpha = state["segment_alpha"]
     st.download_button(
         "Mask PNG",
@@ -195,7 +197,7 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     )
     with_tta = " + TTA" if tta().enabled else ""
     latency = ui.latency_text(known_ms, engine_label(checkpoint))
-    caption = f"{row['model']}{setting_text(mode, level)}{with_tta} · {latency}"
+    caption = f"{row['name']}{setting_text(mode, level)}{with_tta} · {latency}"
     image_slot.image(picture, caption=caption, width="stretch")
     st.markdown(ui.legend_html(result.legend, hidden), unsafe_allow_html=True)
     if levels:
@@ -257,7 +259,7 @@ def large_view(photo: ui.Photo, chosen: list[dict], loaded: dict) -> list[str]:
         # The pointer reads class names in the right-hand model's classes.
         same = label_set is None or checkpoint.label_set.names == label_set.names
         mask = ui.resize_nearest(result.mask, photo.large.shape[:2]) if same else None
-        return Side(f"{by_path[path]['model']}{setting_text(mode, level)}", picture, mask)
+        return Side(f"{by_path[path]['name']}{setting_text(mode, level)}", picture, mask)
 
     label_set = loaded[right][0].label_set
     right_side = model_side(right)
@@ -352,7 +354,7 @@ def video_source() -> tuple | None:
     return None
 
 
-def video_segmenters(paths: list[str], loaded: dict) -> list[Segmenter]:
+def video_segmenters(paths: list[str], loaded: dict, names: dict) -> list[Segmenter]:
     """A segmenter per checkpoint at its panel's setting, leaving out (and naming) those
     with other classes than the first."""
     label_set = loaded[paths[0]][0].label_set
@@ -363,11 +365,13 @@ def video_segmenters(paths: list[str], loaded: dict) -> list[Segmenter]:
             skipped.append(path)
             continue
         mode, level = setting_of(path, checkpoint)
-        segmenters.append(ui.segmenter(checkpoint, device, precision, mode, level, tta()))
+        segmenters.append(
+            ui.segmenter(names[path], checkpoint, device, precision, mode, level, tta())
+        )
     if skipped:
         st.caption(
             "Left out (other classes than the first checkpoint): "
-            + ", ".join(common.literal_markdown(p) for p in skipped)
+            + ", ".join(common.literal_markdown(names[p]) for p in skipped)
         )
     return segmenters
 
@@ -425,7 +429,7 @@ def video_section(chosen: list[dict], loaded: dict) -> None:
     if not paths:
         st.info("Pick at least one checkpoint above.")
         return
-    segmenters = video_segmenters(paths, loaded)
+    segmenters = video_segmenters(paths, loaded, {row["path"]: row["name"] for row in chosen})
     layout, alpha = state["segment_video_layout"], state["segment_alpha"]
     run_key = (data_id, tuple(s.title for s in segmenters), tuple(paths), layout, alpha)
     if st.button("Segment the video", type="primary", key="segment_video_run"):
@@ -442,11 +446,13 @@ def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> N
     paths = [row["path"] for row in chosen if row["path"] in loaded]
     if not paths:
         return
+    names = {row["path"]: row["name"] for row in chosen}
     segmenters = []
     for path in paths:
         checkpoint, device, precision = loaded[path]
+        mode, level = setting_of(path, checkpoint)
         segmenters.append(
-            ui.segmenter(checkpoint, device, precision, *setting_of(path, checkpoint), tta())
+            ui.segmenter(names[path], checkpoint, device, precision, mode, level, tta())
         )
     alpha = state["segment_alpha"]
     batch_key = (tuple(p.key for p in photos), tuple(paths), tuple(s.title for s in segmenters),
@@ -652,7 +658,8 @@ photo = by_key[state["segment_photo"]]
 
 if source == "photos" and uploads:
     truth_upload = st.file_uploader(
-        f"Ground truth of {photo.name} (optional): a train-id PNG or a Cityscapes colour PNG",
+        f"Ground truth of {photo.name} (optional): train ids, Cityscapes label ids "
+        "(gtFine_labelIds) or label colours, as PNG",
         type=ui.MASK_TYPES,
         key=f"segment_truth::{photo.key}",
         help="With a ground truth, each model shows its error map and the photo's mIoU.",
@@ -664,7 +671,7 @@ if source == "photos" and uploads:
                 truth_upload.file_id, truth_upload.name, truth_upload.getvalue(), label_set,
                 label_set.name, photo.image.shape[:2],
             )  # fmt: skip
-            photo = photo.with_truth(truth, label_set.name)
+            photo = photo.with_truth(truth.mask, label_set.name, truth.description)
         except ImageError as e:
             st.error(common.literal_markdown(str(e)), icon=":material/broken_image:")
 
@@ -673,7 +680,7 @@ if not chosen:
     st.stop()
 
 shown = large_view(photo, chosen, loaded)
-labels = {row["path"]: row["model"] for row in chosen}
+labels = {row["path"]: row["name"] for row in chosen}
 with_truth = [p for p in loaded if ui.truth_for(photo, loaded[p][0].label_set) is not None]
 pair = shown if len(shown) == 2 and shown[0] != shown[1] else with_truth[:2]
 pair = [p for p in pair if p in with_truth]
@@ -699,7 +706,7 @@ with columns[0]:
                     ),
                     "mask",
                 ),  # fmt: skip
-                caption="ground truth",
+                caption=f"ground truth · {photo.truth_source}",
                 width="stretch",
             )
 for column, row in zip(columns[1:], chosen, strict=True):

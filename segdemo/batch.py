@@ -122,9 +122,11 @@ def output_stems(paths: Sequence[str | PurePath], keep: Sequence[int] | None = N
 
 
 def _folder_name(segmenter: Segmenter) -> str:
-    """``unetpp_fast-L4``, ``unetpp_fast-L4-TTA-flip-0-75-1-25``: the model and its setting."""
+    """``unetpp_lite0_cw_fast-L4``, ``unetpp_fast-L4-TTA-flip-0-75-1-25``: the model's name
+    and its setting, one folder deep (``run-3/best`` becomes ``run-3_best``)."""
     setting = re.sub(r"[^A-Za-z0-9]+", "-", segmenter.setting).strip("-")
-    return f"{segmenter.name}_{setting}" if setting else segmenter.name
+    name = re.sub(r"[/\\]+", "_", segmenter.name)
+    return f"{name}_{setting}" if setting else name
 
 
 def batch_zip(

@@ -136,9 +136,21 @@ class MetricsFields(_OpenFields):
     pixels: Count | None = None
 
 
+class EvaluatedFields(MetricsFields):
+    """An evaluation after training (``segdemo eval --store``): the split and how many of
+    its images it counted, so the figure is always shown with what it was measured on."""
+
+    split: Literal["train", "val"]
+    max_items: Count | None = None  # None: the whole split
+    dataset: ShortText = None  # "<format> · <folder name>"
+    dataset_fingerprint: ShortText = None
+    created: ShortText = None
+
+
 class RunMetricsFields(_Fields):
     last: MetricsFields | None = None
     best: MetricsFields | None = None
+    evaluated: EvaluatedFields | None = None
 
 
 class TrainStateFields(_OpenFields):

@@ -34,9 +34,11 @@ import json
 import pickle
 import pickletools
 import re
+import shutil
 import struct
 import warnings
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,7 @@ from segdemo.checkpoint_schema import (
     CheckpointError,
     validate_metadata,
 )
-from segdemo.files import atomic_write_bytes
+from segdemo.files import atomic_write_bytes, atomic_writer
 
 METADATA_KEY = "segdemo"
 TRAIN_PREFIX = "train/"
@@ -174,6 +176,37 @@ def save_checkpoint(
         path, _safetensors_bytes(tensors, metadata=header), mode=CHECKPOINT_FILE_MODE
     )
     return path
+
+
+def rewrite_metadata(
+    path: str | Path, metadata: dict[str, Any], out: str | Path | None = None
+) -> Path:
+    """Replace a ``.safetensors`` checkpoint's metadata, leaving every weight byte as it is.
+
+    Only the header is rewritten (the tensor table is kept, the data after it copied as
+    is), and the file is replaced atomically: ``path`` itself, or ``out`` (a copy) when
+    given. The new metadata must pass the same checks as any checkpoint's.
+
+    Raises:
+        CheckpointError: ``path`` is not a readable ``.safetensors`` checkpoint, or the new
+            metadata breaks the schema.
+    """
+    path = Path(path)
+    name = path.name
+    validate_metadata(json.dumps(metadata), name)
+    _open_safetensors(path)  # the file is one, with a sane header
+    with path.open("rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        header["__metadata__"] = {**header.get("__metadata__", {}),
+                                  METADATA_KEY: json.dumps(metadata)}  # fmt: skip
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # the format aligns the data to 8 bytes
+        target = Path(out) if out is not None else path
+        with atomic_writer(target, mode=CHECKPOINT_FILE_MODE, durable=True) as dst:
+            dst.write(struct.pack("<Q", len(text)) + text)
+            shutil.copyfileobj(f, dst)
+    return target
 
 
 def flatten_optimizer_state(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -717,3 +750,24 @@ def scan_checkpoints(folder: str | Path) -> list[ListedCheckpoint]:
 def list_checkpoints(folder: str | Path) -> list[tuple[Path, dict]]:
     """``(path, metadata)`` for every checkpoint in ``folder`` that passes every check."""
     return [(c.path, c.metadata) for c in scan_checkpoints(folder) if not c.broken]
+
+
+# ------------------------------------------------------------------------- display names
+
+# Stems a training run gives every checkpoint: its run folder is what tells them apart.
+RUN_STEMS = ("best", "last")
+
+
+def checkpoint_names(paths: Sequence[str | Path]) -> list[str]:
+    """The name each checkpoint is shown and saved under: its file stem
+    (``unetpp_lite0_cw``), all different.
+
+    A run's ``best``/``last`` checkpoint takes its run folder (``run-3/best``); stems that
+    clash take their folders too (``bundled/unet``, ``uploaded/unet``), then their suffix,
+    then a number (the rules of :func:`segdemo.batch.output_stems`).
+    """
+    from segdemo.batch import output_stems
+
+    resolved = [Path(p).resolve() for p in paths]
+    keep = [2 if p.stem in RUN_STEMS else 1 for p in resolved]
+    return output_stems(resolved, keep)

@@ -836,3 +836,66 @@ def compare_checkpoints(
     result["dataset"] = info["dataset"]
     result.update({key: info[key] for key in ("tta", "shift") if key in info})
     return result
+
+
+# ------------------------------------------------------------------ stored in a checkpoint
+
+# What of an evaluation goes into a checkpoint's metadata (``metrics.evaluated``).
+_STORED_KEYS = ("miou", "miou_ci95", "pixel_accuracy", "pixel_accuracy_ci95", "per_class_iou",
+                "counted_classes", "images", "pixels")  # fmt: skip
+_STORED_LEVEL_KEYS = ("miou", "miou_ci95", "pixel_accuracy", "pixel_accuracy_ci95")
+
+
+def store_evaluation(
+    ckpt_path: str | Path,
+    result: dict[str, Any],
+    max_items: int | None,
+    out: str | Path | None = None,
+) -> Path:
+    """Write an evaluation (``evaluate_checkpoint``'s result, all settings of a U-Net++,
+    without TTA or a shift) into a ``.safetensors`` checkpoint's metadata as
+    ``metrics.evaluated``, with the split and image limit it was measured on; the weights
+    stay byte-identical (:func:`segdemo.checkpoints.rewrite_metadata`).
+
+    Args:
+        out: write a copy there instead of replacing ``ckpt_path``.
+
+    Raises:
+        ValueError: the result is of one setting, with TTA or shifted (not the model's
+            plain figure), or the file is not a ``.safetensors`` checkpoint.
+    """
+    from segdemo.checkpoints import read_metadata, rewrite_metadata
+
+    ckpt_path = Path(ckpt_path)
+    if ckpt_path.suffix != ".safetensors":
+        raise ValueError(
+            f"{ckpt_path.name}: only a .safetensors checkpoint can store an evaluation"
+        )
+    if result.get("tta") or result.get("shift") or "mode" in result:
+        raise ValueError(
+            "only a plain evaluation (every setting, no --mode/--level, --tta or --shift) "
+            "is stored in a checkpoint"
+        )
+    dataset = result.get("dataset") or {}
+    root = str(dataset.get("root", ""))
+    folder = root if root == "synthetic" else Path(root).name
+    record: dict[str, Any] = {key: result[key] for key in _STORED_KEYS if key in result}
+    if result.get("per_level"):
+        record["per_level"] = {
+            mode: {
+                level: {k: m[k] for k in _STORED_LEVEL_KEYS if k in m}
+                for level, m in levels.items()
+            }
+            for mode, levels in result["per_level"].items()
+        }
+    fmt = dataset.get("format")
+    record.update(
+        split=dataset.get("split", "val"),
+        max_items=max_items,
+        dataset=f"{fmt} · {folder}" if fmt and fmt != "auto" and folder != "synthetic" else folder,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
+    metadata = read_metadata(ckpt_path)
+    metrics = dict(metadata.get("metrics") or {})
+    metrics["evaluated"] = record
+    return rewrite_metadata(ckpt_path, {**metadata, "metrics": metrics}, out)

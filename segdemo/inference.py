@@ -269,9 +269,11 @@ def segment_image(
 
 def default_mode(metadata: dict, num_levels: int) -> str:
     """The U-Net++ mode a checkpoint opens in: the one with the higher validation mIoU at
-    the full level, as stored by training, else ``"accurate"`` (the paper's choice).
-    Averaging the heads is not always better: a weak shallow head can pull it down."""
-    per_level = (((metadata.get("metrics") or {}).get("best") or {}).get("per_level")) or {}
+    the full level, as stored (a later ``eval --store`` evaluation before training's), else
+    ``"accurate"`` (the paper's choice). Averaging the heads is not always better: a weak
+    shallow head can pull it down."""
+    runs = metadata.get("metrics") or {}
+    per_level = ((runs.get("evaluated") or runs.get("best") or {}).get("per_level")) or {}
     scores = {
         mode: ((per_level.get(mode) or {}).get(str(num_levels)) or {}).get("miou")
         for mode in ("accurate", "fast")

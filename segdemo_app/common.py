@@ -24,7 +24,12 @@ import streamlit as st
 import torch
 
 from segdemo import runtime
-from segdemo.checkpoints import CheckpointError, load_checkpoint, scan_checkpoints
+from segdemo.checkpoints import (
+    CheckpointError,
+    checkpoint_names,
+    load_checkpoint,
+    scan_checkpoints,
+)
 from segdemo.inference import default_mode, prepare_model, pruning_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,10 +177,35 @@ def default_checkpoints(rows: Sequence[dict], most: int = 3) -> list[str]:
     return picked
 
 
+def headline_metrics(metadata: dict) -> dict:
+    """The one evaluation a checkpoint is shown with: a later evaluation stored by
+    ``segdemo eval --store`` (``metrics.evaluated``, e.g. on the whole val split), else
+    training's best validation (which may count only the split's first images)."""
+    runs = metadata.get("metrics") or {}
+    return runs.get("evaluated") or runs.get("best") or {}
+
+
+def measured_on(metadata: dict) -> str | None:
+    """What :func:`headline_metrics` was measured on, in words: ``"all 500 val images"``,
+    ``"the first 200 val images"``; None when the checkpoint does not say."""
+    runs = metadata.get("metrics") or {}
+    metrics = headline_metrics(metadata)
+    images = metrics.get("images")
+    if not isinstance(images, int) or not images:
+        return None
+    if runs.get("evaluated"):
+        split, limit = metrics.get("split", "val"), metrics.get("max_items")
+    else:
+        split, limit = "val", (metadata.get("train_config") or {}).get("val_max_items")
+    first = isinstance(limit, int) and images == limit
+    return f"the first {images} {split} images" if first else f"all {images} {split} images"
+
+
 def stored_metrics(metadata: dict) -> tuple[dict, str | None]:
-    """The validation metrics a checkpoint is listed with, and the U-Net++ mode they belong
-    to: the mode the Segment page opens in, at the full level, so both show one number."""
-    best = ((metadata.get("metrics") or {}).get("best") or {}) or {}
+    """The validation metrics a checkpoint is listed with (:func:`headline_metrics`), and
+    the U-Net++ mode they belong to: the mode the Segment page opens in, at the full level,
+    so both show one number."""
+    best = headline_metrics(metadata)
     levels = (best.get("per_level") or {}).get("accurate") or {}
     if not levels:
         return best, None
@@ -191,6 +221,7 @@ def _row(path: Path, meta: dict) -> dict:
     kwargs = meta.get("model_kwargs", {})
     return {
         "path": str(path),
+        "name": path.stem,  # made unique among all listed checkpoints by _scan
         "label": checkpoint_label(path, meta),
         "model": meta["model"],
         "model_kwargs": kwargs,
@@ -200,6 +231,7 @@ def _row(path: Path, meta: dict) -> dict:
         "input_size": meta["input_size"],
         "miou": listed.get("miou"),
         "miou_mode": mode,  # the U-Net++ mode that mIoU was measured in
+        "miou_on": measured_on(meta),  # "all 500 val images"
         "created": meta.get("created"),
         "bundled": path.parent == BUNDLED_DIR,
         # Without deep supervision a U-Net++ has one head: nothing to prune.
@@ -236,12 +268,18 @@ def _scan(key: tuple) -> tuple[list[dict], list[dict]]:
                 continue  # a run stopped before its first validation: nothing to offer yet
             else:
                 rows.append(_row(path, checkpoint.metadata))
+    # One name per checkpoint across the app, so no view shows two models by one name.
+    for row, name in zip(rows, checkpoint_names([r["path"] for r in rows]), strict=True):
+        row["name"] = name
+        row["label"] = f"{name} ({row['model']})"
     return rows, broken
 
 
 def available_checkpoints() -> list[dict]:
     """Every checkpoint that passes every check (bundled first), as plain dicts for tables
-    and pickers."""
+    and pickers. ``name`` is what the app calls it everywhere (the file stem, unique:
+    :func:`segdemo.checkpoints.checkpoint_names`), ``label`` the name with the
+    architecture (``unetpp_lite0_cw (unetpp_ds)``), for pickers and headings."""
     return _scan(_listing_key())[0]
 
 
@@ -252,6 +290,8 @@ def broken_checkpoints() -> list[dict]:
 
 
 def checkpoint_label(path: Path, meta: dict | None) -> str:
+    """Where a file lies and what it holds (``bundled/unet (unet)``); a listed checkpoint
+    is labelled by its display name instead (``row["label"]``)."""
     folder = path.parent.name if path.parent not in (BUNDLED_DIR,) else "bundled"
     return f"{folder}/{path.stem} ({meta['model'] if meta else 'broken'})"
 
@@ -322,7 +362,8 @@ def sidebar() -> None:
         if rows:
             for row in rows[:12]:
                 mode = f" ({row['miou_mode']})" if row["miou_mode"] else ""
-                miou = f" · mIoU {row['miou']:.3f}{mode}" if row["miou"] is not None else ""
+                on = f" on {row['miou_on']}" if row["miou_on"] else ""
+                miou = f" · mIoU {row['miou']:.3f}{mode}{on}" if row["miou"] is not None else ""
                 st.text(f"{row['label']}{miou}")
         elif not broken:
             st.info("No checkpoints yet: train one in a minute on the Train page.")

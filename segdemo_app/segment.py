@@ -24,7 +24,7 @@ from segdemo import limits, viz
 from segdemo.batch import mask_png as _mask_png
 from segdemo.batch import png_bytes
 from segdemo.engine import engine_of
-from segdemo.ground_truth import photo_scores, read_mask
+from segdemo.ground_truth import GroundTruth, photo_scores, read_ground_truth
 from segdemo.images import ImageError, load_image
 from segdemo.inference import Segmenter, WarmLatency
 from segdemo.tta import DEFAULT_SPEC as DEFAULT_TTA
@@ -84,7 +84,8 @@ def megapixels(image: np.ndarray) -> float:
 @dataclass(frozen=True)
 class Photo:
     """A decoded photo: ``image`` at full size, ``display`` and ``large`` scaled for the
-    browser, and its ground truth when known (train ids of ``truth_label_set``)."""
+    browser, and its ground truth when known (train ids of ``truth_label_set``, read from
+    ``truth_source``: an upload's encoding, or where it came from)."""
 
     key: str
     name: str
@@ -93,6 +94,7 @@ class Photo:
     large: np.ndarray = field(repr=False)
     truth: np.ndarray | None = field(default=None, repr=False)
     truth_label_set: str | None = None
+    truth_source: str | None = None
 
     @property
     def size_text(self) -> str:
@@ -103,10 +105,10 @@ class Photo:
     def stem(self) -> str:
         return Path(self.name).stem or "photo"
 
-    def with_truth(self, truth: np.ndarray, label_set_name: str) -> Photo:
+    def with_truth(self, truth: np.ndarray, label_set_name: str, source: str) -> Photo:
         return Photo(
             self.key, self.name, self.image, self.display, self.large, _frozen(truth),
-            label_set_name,
+            label_set_name, source,
         )  # fmt: skip
 
 
@@ -208,14 +210,17 @@ def read_uploads(uploads: Sequence) -> tuple[list[Photo], list[str]]:
 @st.cache_resource(show_spinner=False, max_entries=16)
 def read_truth(
     file_id: str, name: str, _data: bytes, _label_set, label_set_name: str, size: tuple[int, int]
-) -> np.ndarray:
+) -> GroundTruth:
     """A ground-truth mask upload as train ids of ``_label_set`` (called
-    ``label_set_name``) at ``size``, read once per upload.
+    ``label_set_name``) at ``size``, in whichever encoding it holds (train ids, Cityscapes
+    label ids or colours), read once per upload.
 
     Raises:
-        ImageError: one sentence naming the file.
+        ImageError: one sentence naming the file (its encoding unknown included).
     """
-    return _frozen(read_mask(_data, _label_set, name=name, size=size))
+    truth = read_ground_truth(_data, _label_set, name=name, size=size)
+    _frozen(truth.mask)
+    return truth
 
 
 @st.cache_resource(show_spinner=False)
@@ -229,7 +234,7 @@ def example_photos() -> list[Photo]:
     for i in range(len(dataset)):
         image, truth = dataset.read_raw(i)
         photo = make_photo(f"example-{i}", f"example-{i + 1}.png", image)
-        photos.append(photo.with_truth(truth, dataset.label_set.name))
+        photos.append(photo.with_truth(truth, dataset.label_set.name, "exact"))
     return photos
 
 
@@ -251,7 +256,7 @@ def dataset_photo(dataset, index: int) -> Photo:
     image, truth = dataset.read_raw(index)
     photo = make_photo(f"{dataset.fingerprint()}-{index}", Path(dataset.item_path(index)).name,
                        image)  # fmt: skip
-    return photo.with_truth(truth, dataset.label_set.name)
+    return photo.with_truth(truth, dataset.label_set.name, "the dataset's")
 
 
 # ------------------------------------------------------------------------------ inference
@@ -270,11 +275,18 @@ def page_tta(enabled: bool) -> TTA:
 
 
 def segmenter(
-    checkpoint, device, precision: str, mode: str | None, level: int | None, tta: TTA = NO_TTA
+    name: str,
+    checkpoint,
+    device,
+    precision: str,
+    mode: str | None,
+    level: int | None,
+    tta: TTA = NO_TTA,
 ):
-    """A loaded checkpoint at one inference setting."""
+    """A loaded checkpoint at one inference setting, called ``name`` (its display name:
+    video tiles, speed tables and ZIP folders show it)."""
     return Segmenter(
-        checkpoint.metadata.get("model") or Path(checkpoint.path).stem,
+        name,
         checkpoint.model,
         tuple(checkpoint.input_size),
         checkpoint.label_set,
@@ -315,7 +327,7 @@ def run_model(
         return cache[key]
     # Raises BudgetExceeded (a RuntimeError) when the session has used its budget.
     session_budget().charge(megapixels(photo.image), f"segmenting {photo.name}")
-    run = segmenter(checkpoint, device, precision, mode, level, tta)
+    run = segmenter(Path(checkpoint.path).stem, checkpoint, device, precision, mode, level, tta)
     log = latency_log()
     if not log.is_warm(setting):
         # A setting's first run pays for kernel selection and allocation (seconds, for a

@@ -29,9 +29,9 @@ def test_compare_shows_intervals_paired_differences_and_error_maps(app_dirs):
     picker = at.multiselect(key="compare_checkpoints")
     assert len(picker.value) == 2  # both tiny models, the better one first
     # U-Net first: the first checkpoint is the reference of the comparison.
-    (unet_label,) = [o for o in picker.options if o.endswith("(unet)")]
-    (unetpp_label,) = [o for o in picker.options if o.endswith("(unetpp)")]
-    picker.set_value([unet_label, unetpp_label]).run()
+    # Listed by their display names, with the architecture beside them.
+    assert sorted(picker.options) == ["unet (unet)", "unetpp (unetpp)"]
+    picker.set_value(["unet", "unetpp"]).run()
     at.number_input(key="compare_limit").set_value(4).run()
     assert at.button(key="compare_evaluate").label == "Evaluate 2 checkpoints"
     assert not at.get("plotly_chart")

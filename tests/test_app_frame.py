@@ -27,7 +27,7 @@ def test_landing_page_is_segment_with_sidebar(app_dirs):
     assert not at.exception
     assert at.title[0].value == "Segment street photos"
     sidebar = " ".join(t.value for t in at.sidebar.text)  # file names: plain text
-    assert "bundled/unet (unet)" in sidebar and "bundled/unetpp (unetpp)" in sidebar
+    assert "unet (unet)" in sidebar and "unetpp (unetpp)" in sidebar
 
 
 @pytest.mark.parametrize(

@@ -55,7 +55,7 @@ def run_app() -> AppTest:
     return AppTest.from_file("../app.py", default_timeout=TIMEOUT).run()
 
 
-MODEL_CAPTION = re.compile(r"^\w+( · (fast|accurate) L\d)?( \+ TTA)? · (\d+ ms|measuring…)$")
+MODEL_CAPTION = re.compile(r"^[\w/.-]+( · (fast|accurate) L\d)?( \+ TTA)? · (\d+ ms|measuring…)$")
 
 
 def model_images(at: AppTest) -> list:
@@ -263,7 +263,8 @@ def test_pretrained_flagship_kind_of_checkpoint_prunes_live(app_dirs):
     at.multiselect(key="segment_checkpoints").set_value([str(path)]).run()
     assert not at.exception and not at.error
     accurate = model_images(at)[0]
-    assert accurate.captions[0].startswith("unetpp_ds · accurate L4")
+    # Named by its checkpoint: a run's best checkpoint by its run folder.
+    assert accurate.captions[0].startswith("flagship/best · accurate L4")
     at.slider(key=f"segment_level::{path}").set_value(1).run()
     at.radio(key=f"segment_mode::{path}").set_value("fast").run()
     assert not at.exception and not at.error
@@ -430,6 +431,17 @@ def test_ground_truth_upload_gives_error_maps_and_miou(app_dirs):
     ).run()
     again = [img.captions[0] for img in at.get("image") if img.captions[0].startswith("errors")]
     assert again == errors
+    assert "ground truth · train ids" in [img.captions[0] for img in at.get("image")]
+    # Official Cityscapes label ids (road 7, building 11, sky 23) are told from train ids
+    # by their values, converted, named, and score the same.
+    label_ids = np.choose(np.searchsorted([0, 2, 10], truth), [7, 11, 23]).astype(np.uint8)
+    at.file_uploader(key=f"segment_truth::{photo_key}").set_value(
+        ("aachen_gtFine_labelIds.png", _png(Image.fromarray(label_ids)), "image/png")
+    ).run()
+    assert not at.exception and not at.error
+    again = [img.captions[0] for img in at.get("image") if img.captions[0].startswith("errors")]
+    assert again == errors
+    assert "ground truth · Cityscapes label ids" in [img.captions[0] for img in at.get("image")]
     # A mask of another shape is refused in one sentence.
     at.file_uploader(key=f"segment_truth::{photo_key}").set_value(
         ("square.png", _png(Image.fromarray(truth[:48, :48])), "image/png")
@@ -439,6 +451,12 @@ def test_ground_truth_upload_gives_error_maps_and_miou(app_dirs):
         len(at.error) == 1
         and shown(at.error[0].value) == "square.png is 48x48 but the photo is 96x48"
     )
+    # The photo itself, uploaded as its mask by mistake, fits no encoding: one sentence.
+    at.file_uploader(key=f"segment_truth::{photo_key}").set_value(
+        ("street.png", _png(Image.fromarray(street())), "image/png")
+    ).run()
+    assert not at.exception and len(at.error) == 1
+    assert shown(at.error[0].value).startswith("street.png fits no ground-truth format")
 
 
 def test_camera_photo_is_segmented_like_an_upload(app_dirs):
@@ -487,6 +505,47 @@ def test_batch_zip_holds_every_photo_of_every_model(app_dirs):
         ids = np.asarray(Image.open(io.BytesIO(archive.read("unet/street_jpg_trainids.png"))))
     assert ids.shape == (40, 80) and ids.max() < 19
     assert [b.label for b in at.get("download_button") if "ZIP" in b.label]
+
+
+def test_models_are_named_by_their_checkpoints_everywhere(app_dirs):
+    """Checkpoints of one architecture keep apart by their file names (a run's best by its
+    run folder, two files of one stem by their folders): in the captions, the comparison
+    map and the batch ZIP's folders."""
+    import shutil
+
+    unetpp = unetpp_path(app_dirs)
+    copies = {
+        "city_a": app_dirs["uploaded"] / "city_a.safetensors",
+        "exp/best": app_dirs["runs"] / "exp" / "best.safetensors",
+        "uploaded/unet": app_dirs["uploaded"] / "unet.safetensors",
+    }
+    for path in copies.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        source = app_dirs["bundled"] / "unet.safetensors" if "unet" in path.stem else unetpp
+        shutil.copyfile(source, path)
+    at = run_app()
+    sidebar = " ".join(t.value for t in at.sidebar.text)
+    assert "bundled/unet (unet)" in sidebar and "uploaded/unet (unet)" in sidebar
+    at.multiselect(key="segment_checkpoints").set_value([str(p) for p in copies.values()]).run()
+    assert not at.exception and not at.error
+    mode = at.radio(key=f"segment_mode::{copies['city_a']}").value
+    captions = [img.captions[0] for img in model_images(at)]
+    assert [c.rsplit(" · ", 1)[0] for c in captions] == [
+        f"city_a · {mode} L4", f"exp/best · {mode} L4", "uploaded/unet"
+    ]  # fmt: skip
+    image_captions = [img.captions[0] for img in at.get("image")]
+    assert f"A = city_a · {mode} L4, B = exp/best · {mode} L4, against the ground truth" in (
+        image_captions
+    )
+    at.file_uploader(key="segment_uploads").set_value(
+        ("street.png", _png(Image.fromarray(street())), "image/png")
+    ).run()
+    at.button(key="segment_batch_run").click().run()
+    assert not at.exception and not at.error
+    names = zipfile.ZipFile(io.BytesIO(at.session_state["segment_batch"]["zip"])).namelist()
+    assert {n.split("/")[0] for n in names} == {
+        f"city_a_{mode}-L4", f"exp_best_{mode}-L4", "uploaded_unet"
+    }  # fmt: skip
 
 
 def test_example_clip_is_segmented_into_a_playable_video(app_dirs):

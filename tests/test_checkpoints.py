@@ -156,3 +156,18 @@ def test_checkpoint_files_are_readable_by_others(tmp_path):
     path = tmp_path / "a.safetensors"
     _save_tiny(path)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_checkpoint_names_are_file_stems_kept_apart_by_their_folders(tmp_path):
+    from segdemo.checkpoints import checkpoint_names
+
+    paths = [
+        tmp_path / "checkpoints" / "unetpp_lite0_cw.safetensors",
+        tmp_path / "checkpoints" / "unet.safetensors",
+        tmp_path / "runs" / "uploaded" / "unet.safetensors",
+        tmp_path / "runs" / "exp-1" / "best.safetensors",
+    ]
+    assert checkpoint_names(paths) == [
+        "unetpp_lite0_cw", "checkpoints/unet", "uploaded/unet", "exp-1/best"
+    ]  # fmt: skip
+    assert checkpoint_names(paths[:2]) == ["unetpp_lite0_cw", "unet"]

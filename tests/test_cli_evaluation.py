@@ -166,3 +166,49 @@ def test_report_carries_intervals_and_the_paired_comparison(tiny, tmp_path):
     tables = (out / "tables.md").read_text()
     assert "Against unet, on the same images" in tables
     assert comparison["comparisons"][0]["sentence"] in tables
+
+
+def _data_section(path: Path) -> bytes:
+    """A .safetensors file's bytes after its header: every weight."""
+    import struct
+
+    data = Path(path).read_bytes()
+    return data[8 + struct.unpack("<Q", data[:8])[0] :]
+
+
+def test_eval_store_writes_the_figure_into_the_metadata_and_keeps_every_weight_byte(
+    tiny, tmp_path, capsys
+):
+    from segdemo_app.common import measured_on, stored_metrics
+
+    original = Path(tiny["unetpp"])
+    copy = tmp_path / "copy.safetensors"
+    before = original.read_bytes()
+    assert main(["eval", "--ckpt", str(original), *ARGS, "--store-into", str(copy)]) == 0
+    assert original.read_bytes() == before  # a copy: the original is untouched
+    assert _data_section(copy) == _data_section(original)
+    meta = checkpoints.read_metadata(copy)
+    evaluated = meta["metrics"]["evaluated"]
+    assert evaluated["split"] == "val" and evaluated["images"] == 6 and evaluated["max_items"] == 6
+    assert set(evaluated["per_level"]) == {"fast", "accurate"}
+    checkpoints.load_checkpoint(copy)  # still a complete checkpoint
+    # The app shows this figure, with what it was measured on.
+    listed, mode = stored_metrics(meta)
+    assert listed["miou"] == evaluated["per_level"][mode][str(tiny["levels"])]["miou"]
+    assert measured_on(meta) == "the first 6 val images"
+    # In place (a bundled checkpoint): the header changes, not one weight byte.
+    in_place = tmp_path / "in_place.safetensors"
+    in_place.write_bytes(before)
+    assert main(["eval", "--ckpt", str(in_place), *ARGS, "--store"]) == 0
+    assert _data_section(in_place) == _data_section(original)
+    assert checkpoints.read_metadata(in_place)["metrics"]["evaluated"]["images"] == 6
+
+
+def test_eval_store_refuses_a_setting_before_scoring(tiny, tmp_path, capsys):
+    copy = tmp_path / "copy.safetensors"
+    code = main(
+        ["eval", "--ckpt", tiny["unetpp"], *ARGS, "--mode", "fast", "--store-into", str(copy)]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --store keeps the checkpoint's plain figure")
+    assert not copy.exists()

@@ -78,3 +78,50 @@ def test_photo_scores_by_hand(truth):
     assert scores["miou"] == pytest.approx((1 + 1 + 0 + 36 / 48) / 4)
     with pytest.raises(ValueError, match="prediction is"):
         photo_scores(prediction[:4], truth, CITYSCAPES19)
+
+
+def label_ids_of(train_ids: np.ndarray) -> np.ndarray:
+    """The official Cityscapes label ids of a train-id mask (255 -> 0, unlabeled)."""
+    from segdemo.labels import CITYSCAPES_LABELS
+
+    lut = np.zeros(256, np.uint8)
+    for label in CITYSCAPES_LABELS:
+        if 0 <= label.train_id < 19 and label.id >= 0:
+            lut[label.train_id] = label.id
+    return lut[train_ids]
+
+
+def test_every_encoding_is_detected_named_and_read_alike(truth):
+    from segdemo.ground_truth import read_ground_truth
+
+    label_ids = label_ids_of(truth)
+    assert label_ids.max() > 18  # sky is 23, car 26: beyond the train ids
+    cases = {
+        "train_ids": png(Image.fromarray(truth)),
+        "label_ids": png(Image.fromarray(label_ids)),
+        "colors": png(Image.fromarray(CITYSCAPES19.colorize(truth))),
+    }
+    for encoding, data in cases.items():
+        read = read_ground_truth(data, CITYSCAPES19, name="gt.png")
+        assert read.encoding == encoding and (read.mask == truth).all(), encoding
+    assert read.description == "Cityscapes colours"
+    # A colour mask off by a few levels (JPEG, as in the image pairs): nearest colour.
+    noisy = CITYSCAPES19.colorize(truth).astype(np.int16) + 3
+    read = read_ground_truth(png(Image.fromarray(noisy.clip(0, 255).astype(np.uint8))),
+                             CITYSCAPES19)  # fmt: skip
+    assert read.encoding == "nearest_colors" and (read.mask == truth).all()
+    # Label ids of classes that are all below 19 are told by the file name.
+    low = label_ids_of(np.where(truth == 2, 2, 0).astype(np.uint8))  # road 7, building 11
+    assert low.max() < 19
+    named = read_ground_truth(png(Image.fromarray(low)), CITYSCAPES19,
+                              name="aachen_000000_000019_gtFine_labelIds.png")  # fmt: skip
+    assert named.encoding == "label_ids" and set(np.unique(named.mask)) == {0, 2}
+
+
+def test_a_mask_in_no_encoding_is_refused_in_one_sentence(truth):
+    wide = truth.astype(np.uint16) + 1000  # 16-bit values far beyond every id
+    with pytest.raises(ImageError, match=r"^odd.png fits no ground-truth format: its values"):
+        read_mask(png(Image.fromarray(wide)), CITYSCAPES19, name="odd.png")
+    photo = np.random.default_rng(0).integers(0, 256, (8, 12, 3), np.uint8)
+    with pytest.raises(ImageError, match=r"^photo.png fits no ground-truth format: \d+% of"):
+        read_mask(png(Image.fromarray(photo)), CITYSCAPES19, name="photo.png")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 
 from segdemo.shift import SHIFTS
 from segdemo.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
@@ -59,6 +60,14 @@ def _value(value, digits: int = 4) -> str:
 def cmd_eval(args) -> int:
     from segdemo.evaluate import evaluate_checkpoint
 
+    storing = args.store or args.store_into
+    if storing and (args.mode or args.level or TTA.parse(args.tta).enabled or args.shift):
+        raise ValueError(
+            "--store keeps the checkpoint's plain figure: leave out --mode, --level, --tta "
+            "and --shift"
+        )
+    if storing and not args.ckpt.endswith(".safetensors"):
+        raise ValueError(f"--store needs a .safetensors checkpoint, not {args.ckpt}")
     result = evaluate_checkpoint(
         args.ckpt,
         args.data,
@@ -78,6 +87,11 @@ def cmd_eval(args) -> int:
         tta=TTA.parse(args.tta),
         shift=args.shift,
     )
+    if args.store or args.store_into:
+        from segdemo.evaluate import store_evaluation
+
+        stored = store_evaluation(args.ckpt, result, args.max_items, args.store_into)
+        print(f"stored in {stored}", file=sys.stderr)
     if args.json:
         result = {k: v for k, v in result.items() if k != "confusion_matrix" or args.confusion}
         print(json.dumps(result, indent=2))
@@ -248,6 +262,15 @@ def add_parsers(sub) -> None:
     add_tta_argument(ev)
     add_shift_argument(ev)
     ev.add_argument("--confusion", action="store_true", help="include the confusion matrix in JSON")
+    ev.add_argument("--store", action="store_true",
+                    help="write the result into the checkpoint's metadata (metrics.evaluated, "
+                    "with the split and image count; the weights stay byte-identical), so the "
+                    "app shows this figure and what it was measured on")  # fmt: skip
+    ev.add_argument(
+        "--store-into",
+        metavar="PATH",
+        help="like --store, but into a copy of the checkpoint at PATH",
+    )
     ev.set_defaults(func=cmd_eval)
 
     cp = sub.add_parser(
