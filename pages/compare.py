@@ -18,7 +18,7 @@ from segdemo.checkpoints import CheckpointError
 from segdemo.viz import COMPARISON_LEGEND, ERROR_MAP_LEGEND, colorize, comparison_map, error_map
 from segdemo_app import common, study_view
 from segdemo_app import compare as ui
-from segdemo_app.dataset_picker import dataset_picker
+from segdemo_app.dataset_picker import SYNTHETIC_NOTE, candidate_folders, dataset_picker
 
 common.init_state()
 state = st.session_state
@@ -55,7 +55,12 @@ labels = st.multiselect(
     key="compare_checkpoints",
     help="Runs started on the Train page appear here when they write a checkpoint.",
 )
-choice = dataset_picker("compare")
+# A real dataset when one is on this machine (the one the checkpoints were trained on):
+# numbers on the synthetic scenes say little.
+trained_on = sorted(rows.values(), key=lambda row: not row["bundled"])
+choice = dataset_picker(
+    "compare", candidates=candidate_folders([row.get("data_root") for row in trained_on])
+)
 limit = st.number_input(
     "Image limit (0 = the whole split)",
     min_value=0,
@@ -109,6 +114,8 @@ if not done:
     st.stop()
 
 st.subheader(f"Results on {choice.description}")
+if choice.is_synthetic:
+    st.caption(SYNTHETIC_NOTE)
 options, defaults = ui.model_options(done, rows)
 chosen = st.multiselect(
     "Models",
@@ -174,13 +181,15 @@ st.plotly_chart(charts.miou_intervals(result["models"]), key="compare_miou_chart
 
 if result["comparisons"]:
     st.subheader(f"Against {reference}, on the same images")
-    st.markdown(
-        "\n".join(
-            f"- {c['sentence']} (the order flips in {100 * c['miou_diff_sign_flip']:.0f}% of "
-            "resamples)"
-            for c in result["comparisons"]
+    st.markdown("\n".join(f"- {ui.short_verdict(c)}" for c in result["comparisons"]))
+    with st.expander("Details: intervals, and how often the order flips"):
+        st.markdown(
+            "\n".join(
+                f"- {c['sentence']} (the order flips in {100 * c['miou_diff_sign_flip']:.0f}% "
+                "of resamples)"
+                for c in result["comparisons"]
+            )
         )
-    )
     st.plotly_chart(
         charts.paired_differences(result["comparisons"], colors=colors), key="compare_diff_chart"
     )
@@ -209,9 +218,11 @@ pruned = [
 if pruned:
     st.subheader("U-Net++ pruning trade-off")
     st.caption(
-        "mIoU on this set (bars: 95% intervals) against the median latency of one image at "
-        "the checkpoint's input size on this machine. Marker area: parameters used at that "
-        "level. Fast = head k alone; accurate = mean of heads 1..k."
+        "mIoU on this set (bars: 95% intervals) against the median of warm runs of one "
+        "image at the checkpoint's input size on this machine (at least three per level, "
+        "timed in turns; more while they disagree; measured again after five minutes). "
+        "Marker area: parameters used at that level. Fast = head k alone; accurate = mean "
+        "of heads 1..k."
     )
     points = []
     with st.spinner("Timing every pruning level…"):
@@ -228,7 +239,17 @@ if pruned:
         with st.expander("Numbers"):
             st.dataframe(
                 pd.DataFrame(points)[
-                    ["model", "mode", "level", "miou", "miou_ci95", "latency_ms", "params"]
+                    [
+                        "model",
+                        "mode",
+                        "level",
+                        "miou",
+                        "miou_ci95",
+                        "latency_ms",
+                        "latency_spread_ms",
+                        "latency_runs",
+                        "params",
+                    ]
                 ],
                 hide_index=True,
             )

@@ -34,6 +34,7 @@ VIEWS = {"overlay": "Overlay", "mask": "Colour mask"}
 MODES = {"fast": "Fast", "accurate": "Accurate"}
 SOURCES = {"photos": "Photos", "camera": "Camera", "dataset": "Dataset image", "video": "Video"}
 ENGINES = {"torch": "PyTorch", "openvino": "OpenVINO (CPU)", "auto": "Fastest here (auto)"}
+PREVIEW_EVERY = 10  # while a clip runs, show its first segmented frame, then every 10th
 
 
 def mark_refresh() -> None:
@@ -72,7 +73,7 @@ def setting_text(mode: str | None, level: int | None) -> str:
     return f" · {mode} L{level}" if level is not None else ""
 
 
-def cost_table(row: dict, checkpoint, mode, level, latency_ms: float | None) -> str:
+def cost_table(row: dict, checkpoint, mode, level, latency) -> str:
     cost = common.model_cost(row["path"], mode, level)
     metrics = common.headline_metrics(checkpoint.metadata)
     if level is not None:
@@ -83,7 +84,7 @@ def cost_table(row: dict, checkpoint, mode, level, latency_ms: float | None) -> 
     return (
         f"| params | {ui.format_params(cost['params'])} |\n|---|---|\n"
         f"| GFLOPs | {cost['gflops']:.2f} |\n"
-        f"| latency | {ui.latency_text(latency_ms, engine_label(checkpoint))} |\n"
+        f"| latency | {ui.latency_figure(latency, engine_label(checkpoint))} |\n"
         f"| val mIoU | {'n/a' if miou is None else f'{miou:.3f}'}{on} |"
     )
 
@@ -173,9 +174,11 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     if levels:
         mode, level = pruning_controls(row["path"], levels)
     try:
-        result = ui.run_model(
-            checkpoint, device, precision, photo, mode, level, state["segment_masks"], tta()
-        )
+        # Each panel says it is at work, and shows its mask as soon as it is ready.
+        with image_slot, st.spinner(f"Segmenting with {row['name']}…"):
+            result = ui.run_model(
+                checkpoint, device, precision, photo, mode, level, state["segment_masks"], tta()
+            )
     except BudgetExceeded as e:
         image_slot.warning(common.literal_markdown(str(e)), icon=":material/hourglass:")
         return
@@ -192,26 +195,64 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     )  # fmt: skip
     # The median of this setting's warm runs (a setting's first run, its warm-up, is
     # never shown: it can take seconds where a warm run takes tens of milliseconds).
-    known_ms = ui.latency_log().median_ms(
+    with_tta = " + TTA" if tta().enabled else ""
+    title = f"{row['name']}{setting_text(mode, level)}{with_tta}"
+    latency = ui.latency_log().latency(
         ui.setting_key(checkpoint, device, precision, mode, level, tta())
     )
-    with_tta = " + TTA" if tta().enabled else ""
-    latency = ui.latency_text(known_ms, engine_label(checkpoint))
-    caption = f"{row['name']}{setting_text(mode, level)}{with_tta} · {latency}"
-    image_slot.image(picture, caption=caption, width="stretch")
+    known_ms = None if latency is None else latency.median_ms
+    shown_ms = ui.latency_text(known_ms, engine_label(checkpoint))
+    image_slot.image(picture, caption=f"{title} · {shown_ms}", width="stretch")
     st.markdown(ui.legend_html(result.legend, hidden), unsafe_allow_html=True)
     if levels:
         nodes = viz.unetpp_nodes(levels, mode, level)
         svg = viz.unetpp_grid_svg(nodes, title=f"U-Net++ {mode} L{level}")
         st.markdown(svg, unsafe_allow_html=True)
     # The cost comes after the mask: a first FLOP count must not delay the new mask.
-    st.markdown(cost_table(row, checkpoint, mode, level, known_ms))
+    st.markdown(cost_table(row, checkpoint, mode, level, latency))
     error_map_view(photo, result.mask, label_set)
     mask_downloads(row, photo, checkpoint, result.mask, mode, level)
+    # Moved to a new level alone (not a whole page run, which settles every model at its
+    # end): the mask is on screen, now its latency is timed until it holds.
+    if not state["segment_page_pass"] and settle_latency(row["path"], photo, checkpoint, device,
+                                                         precision, mode, level):  # fmt: skip
+        st.rerun(scope="fragment")
     if state["segment_refresh"]:
         state["segment_refresh"] = False
         if refresh_page:  # the large view or the comparison map shows this model
             st.rerun(scope="app")
+
+
+def settle_latency(path: str, photo: ui.Photo, checkpoint, device, precision, mode, level) -> bool:
+    """Time a shown setting again on ``photo`` while its latency figure needs it (fewer
+    than three fresh warm runs, or runs that disagree: ``WarmLatency.runs_needed``), once
+    per setting and photo; whether it ran (the captions then need a rerun)."""
+    setting = ui.setting_key(checkpoint, device, precision, mode, level, tta())
+    if (setting, photo.key) in state["segment_settled"]:
+        return False
+    state["segment_settled"].add((setting, photo.key))
+    if not ui.latency_log().runs_needed(setting):
+        return False
+    ui.settle_latency(checkpoint, device, precision, photo, mode, level, tta())
+    return True
+
+
+def settle_latencies(photo: ui.Photo, paths: list[str], loaded: dict) -> None:
+    """After every mask is on screen: time each model until its latency holds, then redraw
+    once with the settled figures (the masks come from the session's cache)."""
+    pending = []
+    for path in paths:
+        checkpoint, device, precision = loaded[path]
+        mode, level = setting_of(path, checkpoint)
+        setting = ui.setting_key(checkpoint, device, precision, mode, level, tta())
+        if (setting, photo.key) not in state["segment_settled"]:
+            pending.append((path, checkpoint, device, precision, mode, level))
+    if not pending:
+        return
+    with st.spinner("Timing the models a few more times for a steady latency figure…"):
+        ran = [settle_latency(path, photo, *rest) for path, *rest in pending]
+    if any(ran):
+        st.rerun()
 
 
 def model_result(path: str, photo: ui.Photo, loaded: dict):
@@ -381,17 +422,29 @@ def segment_clip(data: bytes, name: str, segmenters: list[Segmenter], run_key: t
     ``run_key``; False, with the reason shown, when the clip is refused."""
     layout, alpha = state["segment_video_layout"], state["segment_alpha"]
     bar = st.progress(0.0, text=f"Segmenting {name}…")
+    first_frames = st.empty()  # the clip's segmented frames while the rest run
+    clock = ui.TimeLeft()
 
     def progress(done: int, total: int) -> None:
-        bar.progress(done / total, text=f"Segmenting {name}: frame {done} of {total}")
+        bar.progress(
+            done / total,
+            text=f"Segmenting {name}: frame {done} of {total}{clock.text(done, total)}",
+        )
+
+    def preview(done: int, frame) -> None:
+        if done == 1 or done % PREVIEW_EVERY == 0:
+            first_frames.image(frame, caption=f"frame {done}, segmented; the rest are running",
+                               width="stretch")  # fmt: skip
 
     try:
-        video, result = ui.run_video(data, name, segmenters, layout, alpha, progress)
+        video, result = ui.run_video(data, name, segmenters, layout, alpha, progress, preview)
     except (VideoError, BudgetExceeded) as e:
         bar.empty()
+        first_frames.empty()
         st.error(common.literal_markdown(str(e)), icon=":material/videocam_off:")
         return False
     bar.empty()
+    first_frames.empty()
     state["segment_video"] = {"key": run_key, "data": video, "result": result, "name": name}
     return True
 
@@ -471,12 +524,13 @@ def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> N
             st.error(common.literal_markdown(str(e)), icon=":material/folder_zip:")
             return
         bar = st.progress(0.0, text="Segmenting…")
+        clock = ui.TimeLeft()
         archive, problems = batch_zip(
             [(photo.name, photo.image) for photo in photos],
             segmenters,
             alpha,
             progress=lambda done, total: bar.progress(
-                done / total, text=f"Segmenting: {done} of {total}"
+                done / total, text=f"Segmenting: {done} of {total}{clock.text(done, total)}"
             ),
         )
         bar.empty()
@@ -499,6 +553,7 @@ def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> N
 # --------------------------------------------------------------------------------- page
 
 st.title("Segment street photos")
+state["segment_page_pass"] = True  # panels drawn in a whole page run leave timing to its end
 rows = common.available_checkpoints()
 if not rows:
     st.info(
@@ -536,8 +591,11 @@ if engine_note:
     st.sidebar.caption(engine_note)
 chosen = [by_path[p] for p in state["segment_checkpoints"]]
 loaded: dict[str, tuple] = {}
-for row in chosen:
-    with contextlib.suppress(CheckpointError):  # the model's panel shows the error
+for k, row in enumerate(chosen, 1):
+    with (
+        contextlib.suppress(CheckpointError),  # the model's panel shows the error
+        st.spinner(f"Loading {row['name']} ({k} of {len(chosen)})…"),
+    ):
         loaded[row["path"]] = common.load_model(row["path"], engine=engine())
 
 source_col, view_col, alpha_col = st.columns([3, 2, 2])
@@ -718,3 +776,5 @@ if len(pair) == 2:
     comparison(photo, pair, loaded, labels)
 if source == "photos" and uploads:
     batch_section(photos, chosen, loaded)
+state["segment_page_pass"] = False  # from here on, a panel reruns alone (a fragment)
+settle_latencies(photo, [row["path"] for row in chosen if row["path"] in loaded], loaded)

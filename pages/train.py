@@ -6,6 +6,7 @@ reloading the page neither stops nor loses a run, and every browser sees the sam
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -197,7 +198,7 @@ def follow_run(run_dir: Path, was_active: bool) -> None:
     s = run.summary
     st.markdown(f"{STATUS_ICONS.get(run.status, '')} **{run.run_id}** — {run.status}")
     if run.command:
-        st.code(" ".join(run.command), language="bash", wrap_lines=True)
+        st.code(shlex.join(run.command), language="bash", wrap_lines=True)  # pasteable
     if run.error:
         st.error(common.literal_markdown(run.error))
     if run.hint:

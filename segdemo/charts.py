@@ -256,7 +256,9 @@ def pruning_tradeoff(
 
     Returns:
         One ``Scatter`` trace per (model, mode), points ordered by level and labelled
-        ``L1``..``L4``; fast mode solid, accurate mode dashed, one colour per model.
+        ``L1``..``L4``; one colour per model; fast mode solid with round markers and its
+        labels above, accurate mode dashed with diamonds and its labels below (at L1 the
+        two modes are the same head, so their points meet: the labels must not).
     """
     params = [float(p["params"]) for p in points if p.get("params")]
     biggest = max(params) if params else 1.0
@@ -283,9 +285,15 @@ def pruning_tradeoff(
                 y=[p["miou"] for p in rows],
                 mode="lines+markers+text",
                 text=[f"L{p['level']}" for p in rows],
-                textposition="top center",
+                textposition="top center" if mode == "fast" else "bottom center",
                 customdata=[[p["level"], p.get("params") or 0] for p in rows],
-                marker={"size": sizes, "color": model_color(k), "opacity": 0.75},
+                marker={
+                    "size": sizes,
+                    "color": model_color(k),
+                    "opacity": 0.75,
+                    "symbol": "circle" if mode == "fast" else "diamond-open",
+                    "line": {"width": 2, "color": model_color(k)},
+                },
                 line={"color": model_color(k), "dash": "solid" if mode == "fast" else "dash"},
                 hovertemplate=(
                     "L%{customdata[0]} "

@@ -16,6 +16,7 @@ bf16 only where the hardware runs it natively (AVX512-BF16/AMX CPUs, bf16 CUDA G
 from __future__ import annotations
 
 import logging
+import os
 import statistics
 import threading
 import time
@@ -343,28 +344,66 @@ class Segmenter:
         return mask, 1000.0 * (time.perf_counter() - start)
 
 
+def cpu_load() -> float:
+    """The 1-minute load average per CPU core (above 1: more work than cores)."""
+    return os.getloadavg()[0] / (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Latency:
+    """What a setting's warm runs say: their median, spread and number, and whether the
+    CPU was busy with other work while they ran."""
+
+    median_ms: float
+    spread_ms: float  # half the interquartile range: the median's "±"
+    runs: int
+    busy: bool
+
+    def text(self) -> str:
+        """``"95 ms ± 4 (5 warm runs)"``, ``"...; CPU busy"`` when it was."""
+        runs = f"{self.runs} warm run{'s' * (self.runs != 1)}"
+        busy = "; CPU busy" if self.busy else ""
+        return f"{self.median_ms:.0f} ms ± {self.spread_ms:.0f} ({runs}{busy})"
+
+
 class WarmLatency:
     """Latency per inference setting from warm runs only.
 
     The first run of a setting pays for kernel selection and memory allocation (seconds
     for a pruned level the process has not run yet, against tens of milliseconds later),
     so it is counted as warm-up and left out; the median of the last ``keep`` warm runs
-    is what a person waits for. Safe to share between threads (the app's sessions).
+    is what a person waits for. A figure is re-measured (:meth:`runs_needed`) while it
+    rests on fewer than ``min_runs`` runs from the last ``max_age_s`` seconds, or while
+    those runs disagree (their interquartile range above ``max_spread`` of the median: a
+    busy moment): one run at a busy moment never stands as a setting's latency. Safe to
+    share between threads (the app's sessions). ``clock`` and ``load`` (seconds, load per
+    core) are for tests.
     """
 
-    def __init__(self, keep: int = 15) -> None:
-        self.keep = keep
-        self._runs: dict[Hashable, list[float]] = {}
+    def __init__(
+        self,
+        keep: int = 15,
+        min_runs: int = 3,
+        max_age_s: float = 300.0,
+        max_spread: float = 0.25,
+        clock=time.monotonic,
+        load=cpu_load,
+    ) -> None:
+        self.keep, self.min_runs = keep, min_runs
+        self.max_age_s, self.max_spread = max_age_s, max_spread
+        self._clock, self._load = clock, load
+        self._runs: dict[Hashable, list[tuple[float, float, float]]] = {}  # (when, ms, load)
         self._lock = threading.Lock()
 
     def record(self, setting: Hashable, ms: float) -> None:
         """Note one run of ``setting`` that took ``ms`` milliseconds."""
+        entry = (self._clock(), float(ms), self._load())
         with self._lock:
             runs = self._runs.get(setting)
             if runs is None:
                 self._runs[setting] = []  # the warm-up run: seen, not kept
                 return
-            runs.append(float(ms))
+            runs.append(entry)
             del runs[: -self.keep]
 
     def is_warm(self, setting: Hashable) -> bool:
@@ -372,11 +411,53 @@ class WarmLatency:
         with self._lock:
             return setting in self._runs
 
-    def median_ms(self, setting: Hashable) -> float | None:
-        """Median of the warm runs of ``setting``, or None before the first warm run."""
+    def _fresh(self, setting: Hashable) -> list[tuple[float, float, float]]:
+        """The warm runs of the last ``max_age_s`` seconds, else all (a stale figure is
+        still shown until it is measured again)."""
+        runs = self._runs.get(setting) or []
+        oldest = self._clock() - self.max_age_s
+        return [r for r in runs if r[0] >= oldest] or runs
+
+    def latency(self, setting: Hashable) -> Latency | None:
+        """Median, spread and count of the fresh warm runs; None before the first."""
         with self._lock:
-            runs = self._runs.get(setting)
-            return statistics.median(runs) if runs else None
+            runs = self._fresh(setting)
+        if not runs:
+            return None
+        ms = sorted(r[1] for r in runs)
+        quartiles = (
+            statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else [ms[0]] * 3
+        )
+        busy = statistics.median(r[2] for r in runs) > 1.0
+        return Latency(statistics.median(ms), (quartiles[2] - quartiles[0]) / 2, len(ms), busy)
+
+    def median_ms(self, setting: Hashable) -> float | None:
+        """Median of the fresh warm runs of ``setting``, or None before the first."""
+        latency = self.latency(setting)
+        return None if latency is None else latency.median_ms
+
+    def runs_needed(self, setting: Hashable) -> int:
+        """How many more warm runs ``setting`` needs for a figure to show: up to
+        ``min_runs`` fresh ones, and two more (up to ``keep``) while they disagree."""
+        with self._lock:
+            if setting not in self._runs:
+                return 0  # its warm-up comes first
+            runs = [r for r in self._runs[setting] if r[0] >= self._clock() - self.max_age_s]
+        if len(runs) < self.min_runs:
+            return self.min_runs - len(runs)
+        latency = self.latency(setting)
+        if len(runs) < self.keep and 2 * latency.spread_ms > self.max_spread * latency.median_ms:
+            return min(2, self.keep - len(runs))
+        return 0
+
+    def measure(self, setting: Hashable, run) -> Latency | None:
+        """Time ``run()`` (returning its milliseconds) as often as :meth:`runs_needed`
+        says, warm-up included; the setting's latency after."""
+        if not self.is_warm(setting):
+            self.record(setting, run())
+        for _ in range(self.runs_needed(setting)):
+            self.record(setting, run())
+        return self.latency(setting)
 
     def warm_runs(self, setting: Hashable) -> int:
         with self._lock:

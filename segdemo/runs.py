@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ RUN_FILE = "run.json"
 LOG_FILE = "train.log"
 STOP_FILE = "STOP"
 LOCK_FILE = ".start.lock"
+RATE_WINDOW = 10  # step events whose images/s the shown figure is the median of
 ACTIVE = ("starting", "running", "stopping")
 # Where ``python -m segdemo`` is importable from, whatever the caller's working directory.
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -417,6 +419,7 @@ class _Reading:
     summary: dict[str, Any]
     losses: dict[int, float] = field(default_factory=dict)  # step -> loss
     vals: dict[int, Event] = field(default_factory=dict)  # epoch -> epoch event
+    rates: list[float] = field(default_factory=list)  # images/s of the recent step events
     first_time: float | None = None
     last_time: float | None = None
     last_step_time: float | None = None
@@ -442,8 +445,13 @@ class _Reading:
         s.update(
             step=int(event["step"]), total_steps=event.get("total_steps", s["total_steps"]),
             epochs=event.get("epochs", s["epochs"]), last_loss=float(event["loss"]),
-            lr=event.get("lr"), images_per_s=event.get("images_per_s"),
+            lr=event.get("lr"),
         )  # fmt: skip
+        # One step event's rate can be far off (a window of one short step, a step right
+        # after the loader prefetched during validation): the median of the recent ones.
+        if event.get("images_per_s"):
+            self.rates = [*self.rates[-(RATE_WINDOW - 1) :], float(event["images_per_s"])]
+            s["images_per_s"] = statistics.median(self.rates)
         self.last_step_time, self.last_step_eta = event.get("time"), event.get("eta_s")
 
     def epoch(self, event: Event) -> None:
@@ -458,7 +466,10 @@ class _Reading:
 
     def stopped(self, event: Event) -> None:
         self.summary.update(phase="stopped", stop_reason=event.get("reason"))
-        self.summary["checkpoint_step"] = int(event.get("step", self.summary["step"]))
+        # The run got to the step its checkpoint holds, which the progress bar shows too
+        # (step events come only every log_every steps).
+        step = int(event.get("step", self.summary["step"]))
+        self.summary.update(checkpoint_step=step, step=max(step, self.summary["step"]))
 
     def failed(self, event: Event) -> None:
         self.summary.update(phase="failed", error=event.get("error"))

@@ -15,6 +15,7 @@ frame's size is checked, so a clip whose header understates it stops at the limi
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ MAX_SECONDS = limits.VIDEO_MAX_SECONDS
 MAX_BYTES = limits.VIDEO_MAX_MB * limits.MB
 MAX_FRAME_PIXELS = limits.VIDEO_MAX_FRAME_PIXELS
 MAX_FPS = limits.VIDEO_FPS_SEGMENTED  # frames segmented per second; faster clips are sampled
-TILE_HEIGHT = 288  # height of each tile in the composed frame
+TILE_HEIGHT = 360  # height of each tile in the composed frame
 MAX_WIDTH = 1920  # the composed frame is at most this wide (tiles shrink to fit)
 LAYOUTS = {"masks": "photo | colour masks", "overlay": "overlays"}
 OUTPUT_MIME = "video/webm"
@@ -213,6 +214,14 @@ def tile_size(
     return tile_h, tile_w - tile_w % 2
 
 
+def grid_shape(tiles: int) -> tuple[int, int]:
+    """``(rows, columns)`` of the composed frame's grid: as square as it can be, never
+    taller than wide (2 tiles side by side, 3 or 4 in two rows of two, 5 or 6 in 2 x 3),
+    so that each tile keeps a size worth watching instead of a strip of thumbnails."""
+    columns = max(1, math.ceil(math.sqrt(tiles)))
+    return max(1, math.ceil(tiles / columns)), columns
+
+
 def _title(tile: np.ndarray, text: str) -> None:
     """The tile's name in white on a dark band at its top-left corner (in place)."""
     scale = max(0.4, tile.shape[0] / 500)
@@ -232,8 +241,9 @@ def compose_frame(
     alpha: float = 0.5,
     tile_hw: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """One output frame: ``photo | mask | mask ...`` (``layout="masks"``) or
-    ``overlay | overlay ...`` (``"overlay"``), each tile titled, all at ``tile_hw``.
+    """One output frame: the photo and each model's colour mask (``layout="masks"``) or
+    each model's overlay (``"overlay"``), each tile titled, all at ``tile_hw``, in the
+    grid of :func:`grid_shape` (row by row; a cell left over stays dark).
 
     Args:
         photo: ``(H, W, 3)`` uint8 frame.
@@ -243,7 +253,8 @@ def compose_frame(
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
     tiles_count = len(masks) + (layout == "masks")
-    tile_h, tile_w = tile_hw or tile_size(photo.shape[:2], tiles_count)
+    rows, columns = grid_shape(tiles_count)
+    tile_h, tile_w = tile_hw or tile_size(photo.shape[:2], columns)
     small = resize_image(photo, (tile_h, tile_w))
     tiles = []
     if layout == "masks":
@@ -255,7 +266,11 @@ def compose_frame(
         tile = viz.render_view(small, small_mask, label_set, view, alpha)
         _title(tile, title)
         tiles.append(tile)
-    return np.concatenate(tiles, axis=1)
+    tiles += [np.full_like(small, 24)] * (rows * columns - len(tiles))
+    return np.concatenate(
+        [np.concatenate(tiles[r * columns : (r + 1) * columns], axis=1) for r in range(rows)],
+        axis=0,
+    )
 
 
 def open_writer(path: str | Path, fps: float, frame_hw: tuple[int, int]) -> cv2.VideoWriter:
@@ -289,7 +304,8 @@ def segment_frames(
                 timings[m].append(ms)
             masks.append((segmenter.title, mask))
         if tile_hw is None:
-            tile_hw = tile_size(frame.shape[:2], len(masks) + (layout == "masks"))
+            columns = grid_shape(len(masks) + (layout == "masks"))[1]
+            tile_hw = tile_size(frame.shape[:2], columns)
         yield compose_frame(frame, masks, label_set, layout, alpha, tile_hw)
 
 
@@ -310,6 +326,7 @@ def segment_video(
     name: str | None = None,
     max_seconds: float = MAX_SECONDS,
     max_frame_pixels: int = MAX_FRAME_PIXELS,
+    preview: Callable[[int, np.ndarray], None] | None = None,
 ) -> VideoResult:
     """Segment a clip with every model and write the composed video to ``out_path``.
 
@@ -320,6 +337,8 @@ def segment_video(
         layout: ``"masks"`` (photo | colour masks) or ``"overlay"`` (one overlay per model).
         max_fps: frames segmented per second of video (the clip is sampled down to it).
         progress: called with ``(frames done, frames in all)`` after each frame.
+        preview: called with ``(frames done, composed RGB frame)`` after each frame, so
+            a page can show the first segmented frames while the rest run.
         name: the clip's name in messages (default: the file name).
         max_seconds, max_frame_pixels: the limits (``segdemo.limits``); the length is
             counted from the decoded frames, and the clip stops with an error past it.
@@ -353,6 +372,8 @@ def segment_video(
             done += 1
             if progress is not None:
                 progress(done, max(total, done))
+            if preview is not None:
+                preview(done, composed)
     finally:
         if writer is not None:
             writer.release()

@@ -228,6 +228,7 @@ def _row(path: Path, meta: dict) -> dict:
         "label_set": meta["label_set"]["name"],
         "num_classes": meta["num_classes"],
         "dataset": dataset_description(meta),
+        "data_root": (meta.get("train_config") or {}).get("data"),  # the folder it trained on
         "input_size": meta["input_size"],
         "miou": listed.get("miou"),
         "miou_mode": mode,  # the U-Net++ mode that mIoU was measured in

@@ -25,7 +25,7 @@ from segdemo.evaluate import (
     evaluation_mask,
     setting_name,
 )
-from segdemo.inference import predict_logits
+from segdemo.inference import WarmLatency, predict_logits
 from segdemo.models import inference_settings
 from segdemo.viz import legend_entries
 from segdemo_app import common
@@ -161,9 +161,8 @@ def level_metrics(key: tuple, evaluation: Evaluation, resamples: int = RESAMPLES
     return _level_metrics(key, resamples, evaluation)
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+@st.cache_data(show_spinner=False, max_entries=32, ttl=300)
 def _level_points(path: str, mtime_ns: int, repeats: int) -> list[dict]:
-    import statistics
     import time
 
     import torch
@@ -172,24 +171,35 @@ def _level_points(path: str, mtime_ns: int, repeats: int) -> list[dict]:
     model = ckpt.model
     x = torch.randn(1, 3, *ckpt.input_size, generator=torch.Generator().manual_seed(0))
     settings = inference_settings(model)
-    times: dict[tuple[str, int], list[float]] = {s: [] for s in settings}
-    # Round-robin over the settings, so that a busy machine slows every level alike.
-    for repeat in range(repeats + 1):
-        for mode, level in settings:
-            start = time.perf_counter()
-            predict_logits(model, x, device, precision, mode=mode, level=level)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if repeat:  # the first round warms up
-                times[(mode, level)].append(1000.0 * (time.perf_counter() - start))
+    log = WarmLatency(keep=repeats)
+
+    def run(mode: str, level: int) -> float:
+        start = time.perf_counter()
+        predict_logits(model, x, device, precision, mode=mode, level=level)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return 1000.0 * (time.perf_counter() - start)
+
+    # Round-robin over the settings, so that a busy machine slows every level alike; the
+    # first round warms up, then each setting runs until its figure holds (the Segment
+    # page's rule: WarmLatency.runs_needed), at most ``repeats`` times.
+    for _ in range(repeats + 1):
+        pending = [s for s in settings if not log.is_warm(s) or log.runs_needed(s)]
+        if not pending:
+            break
+        for setting in pending:
+            log.record(setting, run(*setting))
     points = []
     for mode, level in settings:
         cost = common.model_cost(path, mode, level)
+        latency = log.latency((mode, level))
         points.append(
             {
                 "mode": mode,
                 "level": level,
-                "latency_ms": statistics.median(times[(mode, level)]),
+                "latency_ms": latency.median_ms,
+                "latency_spread_ms": latency.spread_ms,
+                "latency_runs": latency.runs,
                 "params": cost["params"],
                 "gflops": cost["gflops"],
             }
@@ -198,11 +208,14 @@ def _level_points(path: str, mtime_ns: int, repeats: int) -> list[dict]:
 
 
 def level_costs(path: str, repeats: int = 9) -> list[dict]:
-    """Median latency (batch 1, the checkpoint's input size, this machine's inference path),
-    parameters and GFLOPs of a U-Net++ checkpoint at every (mode, level); measured once.
+    """Latency (the median of warm runs, with half its interquartile range as spread; batch
+    1, the checkpoint's input size, this machine's inference path), parameters and GFLOPs
+    of a U-Net++ checkpoint at every (mode, level); measured again after five minutes.
 
     The settings are timed in turns (after one warm-up round) rather than one after the
-    other, so load from other processes spreads over all of them instead of one level.
+    other, so load from other processes spreads over all of them instead of one level;
+    each gets at least three warm runs, more (up to ``repeats``) while they disagree, by
+    the rule the Segment page uses (``segdemo.inference.WarmLatency``).
     """
     return _level_points(path, _mtime_ns(path), repeats)
 
@@ -220,6 +233,17 @@ def tradeoff_points(label: str, metrics: Mapping[Setting, dict], costs: list[dic
         for cost in costs
         if (cost["mode"], cost["level"]) in metrics
     ]
+
+
+def short_verdict(comparison: Mapping) -> str:
+    """The paired sentence without its numbers' interval: ``"A is better than B by +1.2
+    points"`` or ``"no clear difference between A and B"`` (the full sentence is one
+    click away)."""
+    sentence = comparison["sentence"]
+    low, high = comparison["miou_diff_ci95"]
+    if low > 0 or high < 0:
+        return sentence.split(" (95% CI")[0]
+    return sentence.split(": ")[0]
 
 
 def image_table(
@@ -319,6 +343,7 @@ __all__ = [
     "model_options",
     "open_eval_dataset",
     "predicted_mask",
+    "short_verdict",
     "tradeoff_points",
     "wrong_classes",
 ]

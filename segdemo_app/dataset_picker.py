@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,22 @@ from segdemo.data import list_formats
 
 SYNTHETIC = "Built-in synthetic street scenes"
 FOLDER = "A dataset folder"
+SYNTHETIC_NOTE = (
+    "The synthetic scenes are drawn by segdemo's generator: their numbers say that a model "
+    "runs, not how well it segments real streets. Choose a dataset folder for those."
+)
+
+
+def candidate_folders(training_folders: Sequence[str | None] = ()) -> list[str]:
+    """Dataset folders on this machine to offer before the synthetic set: those in
+    ``$SEGDEMO_DATA`` (separated by ``os.pathsep``), then the folders the listed
+    checkpoints were trained on (``training_folders``), each once, if it exists."""
+    found: list[str] = []
+    listed = [p for p in os.environ.get("SEGDEMO_DATA", "").split(os.pathsep) if p.strip()]
+    for folder in [*listed, *training_folders]:
+        if folder and folder != "synthetic" and folder not in found and Path(folder).is_dir():
+            found.append(folder)
+    return found
 
 
 @dataclass(frozen=True)
@@ -29,14 +47,24 @@ class DatasetChoice:
         return f"{name} ({self.split})" if self.split else name
 
 
-def dataset_picker(prefix: str, with_split: bool = True, default_split: str = "val"):
+def dataset_picker(
+    prefix: str,
+    with_split: bool = True,
+    default_split: str = "val",
+    candidates: Sequence[str] = (),
+):
     """Synthetic or a folder (path + format), and optionally the split.
 
-    Widget keys are ``f"{prefix}_source"``, ``_folder``, ``_format`` and ``_split``.
+    Widget keys are ``f"{prefix}_source"``, ``_folder``, ``_format`` and ``_split``. With
+    ``candidates`` (real dataset folders found on this machine, :func:`candidate_folders`)
+    the picker opens on the first of them rather than the synthetic set, and names them.
 
     Returns:
         a :class:`DatasetChoice`, or None while the folder path is still empty.
     """
+    if candidates:
+        st.session_state.setdefault(f"{prefix}_source", FOLDER)
+        st.session_state.setdefault(f"{prefix}_folder", candidates[0])
     source = st.radio("Dataset", [SYNTHETIC, FOLDER], horizontal=True, key=f"{prefix}_source")
     data, fmt = "synthetic", "auto"
     if source == FOLDER:
@@ -50,9 +78,13 @@ def dataset_picker(prefix: str, with_split: bool = True, default_split: str = "v
         ).strip()
         formats = ["auto", *[f for f in list_formats() if f != "synthetic"]]
         fmt = right.selectbox("Format", formats, key=f"{prefix}_format")
+        if candidates:
+            st.caption("Found on this machine: " + ", ".join(candidates))
         if not data:
             st.info("Type the path of a dataset folder on this machine.")
             return None
+    else:
+        st.caption(SYNTHETIC_NOTE)
     split = None
     if with_split:
         splits = ["train", "val"]

@@ -12,6 +12,7 @@ import copy
 import html
 import io
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from segdemo.batch import png_bytes
 from segdemo.engine import engine_of
 from segdemo.ground_truth import GroundTruth, photo_scores, read_ground_truth
 from segdemo.images import ImageError, load_image
-from segdemo.inference import Segmenter, WarmLatency
+from segdemo.inference import Latency, Segmenter, WarmLatency
 from segdemo.tta import DEFAULT_SPEC as DEFAULT_TTA
 from segdemo.tta import NO_TTA, TTA
 from segdemo.video import MAX_BYTES as MAX_VIDEO_BYTES
@@ -61,6 +62,8 @@ SEGMENT_STATE_DEFAULTS: dict[str, object] = {
     "segment_video_example": False,  # the example clip stands in for an upload
     "segment_video": None,  # {"key", "data", "result"} of the last segmented clip
     "segment_budget": None,  # the session's SessionBudget, made on first use
+    "segment_settled": set(),  # (setting, photo key) whose latency was timed until it held
+    "segment_page_pass": False,  # a whole page run is drawing (its panels leave timing to it)
 }
 
 
@@ -345,8 +348,28 @@ def run_model(
     return result
 
 
+def settle_latency(
+    checkpoint, device, precision: str, photo: Photo, mode, level, tta: TTA = NO_TTA
+) -> Latency | None:
+    """Time the setting again on ``photo`` while its figure needs it (fewer than three
+    fresh warm runs, or runs that disagree: ``WarmLatency.runs_needed``); its latency.
+
+    Called after the mask is on screen: the extra runs delay only the figure.
+    """
+    setting = setting_key(checkpoint, device, precision, mode, level, tta)
+    run = segmenter(Path(checkpoint.path).stem, checkpoint, device, precision, mode, level, tta)
+    return latency_log().measure(setting, lambda: run.timed(photo.image)[1])
+
+
 def latency_text(ms: float | None, engine: str | None = None) -> str:
     text = "measuring…" if ms is None else f"{ms:.0f} ms"
+    return f"{text} ({engine})" if engine else text
+
+
+def latency_figure(latency: Latency | None, engine: str | None = None) -> str:
+    """The cost table's latency: median, spread and runs (``Latency.text``), and the
+    engine where it is not torch."""
+    text = "measuring…" if latency is None else latency.text()
     return f"{text} ({engine})" if engine else text
 
 
@@ -603,8 +626,10 @@ def run_video(
     layout: str,
     alpha: float,
     progress: Callable[[int, int], None],
+    preview: Callable[[int, np.ndarray], None] | None = None,
 ) -> tuple[bytes, VideoResult]:
-    """Segment an uploaded clip; the WebM bytes and what happened.
+    """Segment an uploaded clip; the WebM bytes and what happened. ``preview(done,
+    frame)`` gets each composed frame as it is ready (see ``segdemo.video.segment_video``).
 
     Each segmented frame is charged to the session's budget (its pixels per checkpoint)
     before the next is read.
@@ -631,7 +656,9 @@ def run_video(
             progress(done, total)
 
         out = Path(folder) / "segmented.webm"
-        result = segment_video(source, out, segmenters, layout, alpha, progress=charged, name=name)
+        result = segment_video(
+            source, out, segmenters, layout, alpha, progress=charged, name=name, preview=preview
+        )
         return out.read_bytes(), result
 
 
@@ -645,6 +672,22 @@ def video_speed_table(models: Sequence[dict]) -> str:
         if m["fps"]
     )
     return "| model | setting | frames/s (warm) | ms per frame |\n|---|---|---|---|\n" + rows
+
+
+class TimeLeft:
+    """ "About 40 s left" for long work done in ``total`` equal parts, from the time the
+    parts done so far took (nothing until the first part is done)."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def text(self, done: int, total: int) -> str:
+        if done <= 0 or done >= total:
+            return ""
+        from segdemo.runs import format_duration
+
+        left = (time.perf_counter() - self.start) / done * (total - done)
+        return f" · about {format_duration(left)} left"
 
 
 def format_params(count: float) -> str:

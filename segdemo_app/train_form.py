@@ -77,6 +77,8 @@ def setting_input(name: str, container=st, *, value: Any = None, **options) -> A
                                             key=key, help=help_text, **options))  # fmt: skip
     text = container.text_input(label(name), value=_text(start), key=key, help=help_text,
                                 **options)  # fmt: skip
+    if kind == "str | None":
+        return text.strip() or None  # an empty box is "not set", never an empty flag value
     try:
         if kind == "tuple[int, int]":
             return parse_size(text)

@@ -243,3 +243,32 @@ def test_the_study_view_of_a_road_study_gives_road_iou_and_f1(app_dirs, tmp_path
     table = at.dataframe[0].value
     assert list(table["road IoU"]) == ["0.900 ± 0.004", "0.910 ± 0.004"]
     assert list(table["road F1"]) == ["0.947 ± 0.002", "0.957 ± 0.002"]
+
+
+def test_compare_opens_on_a_real_dataset_found_on_this_machine(app_dirs, tmp_path, monkeypatch):
+    """With a dataset folder on the machine ($SEGDEMO_DATA here; else the folder the
+    checkpoints were trained on), Compare opens on it, not on the synthetic scenes, and
+    says what the synthetic scenes' numbers mean when they are chosen."""
+    import numpy as np
+    from PIL import Image
+
+    from segdemo.labels import CITYSCAPES19
+    from segdemo_app.dataset_picker import FOLDER, SYNTHETIC, SYNTHETIC_NOTE
+
+    root = tmp_path / "street_pairs"
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+        for i in range(2):
+            photo = rng.integers(0, 256, (32, 32, 3), np.uint8)
+            mask = CITYSCAPES19.colorize(rng.integers(0, 19, (32, 32)).astype(np.uint8))
+            Image.fromarray(np.concatenate([photo, mask], 1)).save(root / split / f"{i}.jpg")
+    monkeypatch.setenv("SEGDEMO_DATA", str(root))
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    assert not at.exception and not at.error
+    assert at.radio(key="compare_source").value == FOLDER
+    assert at.text_input(key="compare_folder").value == str(root)
+    assert at.button(key="compare_evaluate").label == "Evaluate 2 checkpoints"
+    assert not [c for c in at.caption if c.value == SYNTHETIC_NOTE]
+    at.radio(key="compare_source").set_value(SYNTHETIC).run()
+    assert [c for c in at.caption if c.value == SYNTHETIC_NOTE]

@@ -119,7 +119,7 @@ def test_upload_segments_and_level_switch_changes_the_mask(app_dirs):
     assert "fast L1" in captions[index]
     # The metrics row shows the level's cost and its validation mIoU from the metadata.
     table = [m.value for m in at.markdown if m.value.startswith("| params")]
-    assert len(table) == 2 and " ms |" in table[index]
+    assert len(table) == 2 and " warm runs" in table[index]
 
 
 def test_colour_mask_view(app_dirs):
@@ -386,12 +386,13 @@ def test_latency_shown_is_the_median_of_warm_runs(app_dirs):
     checkpoint, device, precision = load_model(path)
     key = setting_key(checkpoint, device, precision, mode, 3)
     # The first run of a setting (its warm-up) is never what the page shows.
-    assert latency_log().warm_runs(key) >= 1
+    # ... and one warm run does not stand alone: the figure rests on at least three.
+    assert latency_log().warm_runs(key) >= 3
     assert shown == round(latency_log().median_ms(key))
     table = next(
         m.value for m in at.markdown if m.value.startswith("| params") and "L3" not in m.value
     )
-    assert re.search(r"\| latency \| \d+ ms \|", table)
+    assert re.search(r"\| latency \| \d+ ms ± \d+ \(\d+ warm runs(; CPU busy)?\) \|", table)
 
 
 def test_before_after_view_switches_sides(app_dirs):

@@ -7,6 +7,7 @@ fragment polls, ``segdemo.runs.get_run``, and re-runs the page once the run has 
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 
@@ -38,6 +39,12 @@ def test_start_follow_and_finish_a_tiny_run(no_checkpoints, fill_tiny_train_form
     assert run.active and run.model == "unet" and run.config["size"] == [32, 64]
     command = " ".join(run.command)
     assert "--synthetic-length 8" in command and "--no-augment" in command  # synthetic default
+    # The command shown can be pasted: quoted, and no flag without its value.
+    shown = next(c.value for c in at.code if "segdemo train" in c.value)
+    assert shown == shlex.join(run.command) and "--init-from" not in shown
+    from segdemo.cli import build_parser
+
+    build_parser().parse_args(shlex.split(shown)[3:])  # exits on a flag without its value
     assert at.selectbox(key="train_selected").value == run.run_id
     assert at.get("progress")  # "starting…" or steps
     assert at.button(key=f"train_stop_{run.run_id}")

@@ -6,6 +6,9 @@ press -> new mask on screen) against the model's own inference time; uploads the
 synthetic drive clip and plays the segmented video; takes a photo with Chromium's fake
 camera. Screenshots go into pytest's tmp dir, and also into ``$SEGDEMO_SCREENSHOTS`` when
 set (``SEGDEMO_SCREENSHOTS=docs/screenshots pytest -m browser`` refreshes the README's).
+``$SEGDEMO_SCREENSHOT_PHOTO`` (a street photo) and ``$SEGDEMO_SCREENSHOT_TRUTH`` (its
+colour mask) replace the synthetic scene in the Segment screenshots: a real street frame
+shown as a result, the way papers show them (see docs/screenshots/README.md).
 
 Checkpoints: ``$SEGDEMO_CHECKPOINTS`` if set, else the bundled ones in ``checkpoints/``,
 else the tiny fixture checkpoints.
@@ -71,13 +74,20 @@ def wait_until_healthy(url: str, process: subprocess.Popen, log: Path, timeout: 
 
 
 @pytest.fixture(scope="module")
-def server(request, tmp_path_factory):
+def checkpoint_folder(request) -> Path:
+    """``$SEGDEMO_CHECKPOINTS``, else the tiny fixture checkpoints (a U-Net and a U-Net++)."""
+    if "SEGDEMO_CHECKPOINTS" in os.environ:
+        return Path(os.environ["SEGDEMO_CHECKPOINTS"])
+    return request.getfixturevalue("tiny_checkpoints")["dir"]
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint_folder, tmp_path_factory):
     """A `streamlit run app.py` subprocess on a free port, shared by this module's tests
     (each opens its own browser session); yields its URL."""
     tmp_path = tmp_path_factory.mktemp("server")
     env = dict(os.environ)
-    if "SEGDEMO_CHECKPOINTS" not in env:  # a U-Net and a U-Net++, whatever is bundled
-        env["SEGDEMO_CHECKPOINTS"] = str(request.getfixturevalue("tiny_checkpoints")["dir"])
+    env["SEGDEMO_CHECKPOINTS"] = str(checkpoint_folder)
     env.setdefault("SEGDEMO_RUNS", str(tmp_path / "runs"))
     port = free_port()
     log = tmp_path / "streamlit.log"
@@ -118,15 +128,44 @@ def browser_page():
 
 
 def street_photo(path: Path) -> Path:
-    """A synthetic street scene as a JPEG (no dataset photos: their licence forbids
-    shipping them, and screenshots end up in docs/)."""
+    """A synthetic street scene as a JPEG, or ``$SEGDEMO_SCREENSHOT_PHOTO`` (the dataset
+    itself is never shipped; a screenshot of the app's result on one of its frames is)."""
     from PIL import Image
 
     from segdemo.data import open_dataset
 
+    if os.environ.get("SEGDEMO_SCREENSHOT_PHOTO"):
+        source = Path(os.environ["SEGDEMO_SCREENSHOT_PHOTO"])
+        path = path.with_suffix(source.suffix)
+        shutil.copyfile(source, path)
+        return path
     dataset = open_dataset("synthetic", "val", length=8, seed=7, native_size=(512, 1024))
     Image.fromarray(dataset.read_raw(5)[0]).save(path, quality=92)
     return path
+
+
+def street_truths(folder: Path) -> dict[str, Path]:
+    """The synthetic scene's ground truth as train ids and as official Cityscapes label ids
+    (``*_gtFine_labelIds.png``), or ``$SEGDEMO_SCREENSHOT_TRUTH`` (a colour mask) alone."""
+    import numpy as np
+    from PIL import Image
+
+    from segdemo.data import open_dataset
+    from segdemo.labels import CITYSCAPES_LABELS
+
+    if os.environ.get("SEGDEMO_SCREENSHOT_TRUTH"):
+        return {"nearest label colours": Path(os.environ["SEGDEMO_SCREENSHOT_TRUTH"])}
+    dataset = open_dataset("synthetic", "val", length=8, seed=7, native_size=(512, 1024))
+    train_ids = dataset.read_raw(5)[1]
+    to_label_id = np.zeros(256, np.uint8)  # unlabelled -> 0
+    for label in CITYSCAPES_LABELS:
+        if 0 <= label.train_id < 19 and label.id >= 0:
+            to_label_id[label.train_id] = label.id
+    paths = {"train ids": folder / "street_trainIds.png",
+             "Cityscapes label ids": folder / "street_gtFine_labelIds.png"}  # fmt: skip
+    Image.fromarray(train_ids).save(paths["train ids"])
+    Image.fromarray(to_label_id[train_ids]).save(paths["Cityscapes label ids"])
+    return paths
 
 
 def captions(page) -> list[str]:
@@ -184,7 +223,9 @@ def assert_no_errors(page) -> None:
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
 
 
-def test_upload_masks_and_live_pruning_level(server, browser_page, tmp_path, record_property):
+def test_upload_masks_and_live_pruning_level(
+    server, checkpoint_folder, browser_page, tmp_path, record_property
+):
     page = browser_page
     page.set_viewport_size({"width": 1500, "height": 1900})  # controls, large view and grid
     elsewhere = []  # the app, its component included, fetches nothing from anywhere else
@@ -195,12 +236,18 @@ def test_upload_masks_and_live_pruning_level(server, browser_page, tmp_path, rec
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
         str(street_photo(tmp_path / "street.jpg"))
     )
-    page.get_by_text("photo · 1024×512").wait_for()
+    size = r"\d+×\d+" if os.environ.get("SEGDEMO_SCREENSHOT_PHOTO") else "1024×512"
+    page.get_by_text(re.compile(f"^photo · {size}$")).wait_for()
     # The photo, then one mask per selected checkpoint (two or more) with its warm
     # latency, and nothing stale.
     chosen = page.locator(".react-aria-ComboBox [data-tag]").count()
     assert chosen >= 2
-    texts = wait_for_captions(page, rf"^photo · 1024×512(\n.+ · \d+ ms){{{chosen}}}$")
+    texts = wait_for_captions(page, rf"^photo · {size}(\n.+ · \d+ ms){{{chosen}}}$")
+    # Each model is called by its checkpoint's file name, none twice.
+    stems = {p.stem for p in checkpoint_folder.glob("*.safetensors")}
+    names = [text.split(" · ")[0] for text in texts[1:]]
+    assert set(names) <= stems and len(set(names)) == chosen, (names, stems)
+
     unetpp = [i for i, text in enumerate(texts) if re.search(r" · (fast|accurate) L", text)]
     assert unetpp, f"no U-Net++ among the selected checkpoints: {texts}"
     # Every checkpoint's tag is whole in the picker (none cut off).
@@ -303,6 +350,29 @@ def test_upload_masks_and_live_pruning_level(server, browser_page, tmp_path, rec
     save_screenshot(page, tmp_path, "segment-level1.png")
     save_element(column.first, tmp_path, "segment-panel-level1.png")
 
+    # Ground truth: official Cityscapes label ids are recognised, named and score exactly
+    # as the same truth in train ids (read as train ids, they would score near zero).
+    truth_input = page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(1)
+    scores = {}
+    for encoding, path in reversed(street_truths(tmp_path).items()):  # label ids first
+        truth_input.set_input_files(str(path))
+        page.wait_for_function(
+            """([encoding, chosen]) => {
+                const texts = [...document.querySelectorAll('[data-testid="stImageCaption"]')]
+                    .map(e => e.innerText);
+                const status = document.querySelector('[data-testid="stStatusWidget"]');
+                return !(status && /Running/.test(status.innerText))
+                    && texts.includes(`ground truth · ${encoding}`)
+                    && texts.filter(t => t.startsWith("errors · mIoU ")).length === chosen;
+            }""",
+            arg=[encoding, chosen],
+            polling=250,
+            timeout=SLOW,
+        )
+        scores[encoding] = [t for t in captions(page) if t.startswith("errors · ")]
+        assert_no_errors(page)
+    assert len(set(map(tuple, scores.values()))) == 1, scores
+
     summary = {
         "switches": timings,
         "median_switch_ms": statistics.median(t["switch_ms"] for t in timings),
@@ -363,9 +433,14 @@ def test_video_upload_plays_back_segmented(server, browser_page, tmp_path, recor
         })"""
     )
     assert frames == 20, frames
-    width = video.evaluate("v => v.videoWidth")
+    from segdemo.video import grid_shape, tile_size
+
+    width, height = video.evaluate("v => [v.videoWidth, v.videoHeight]")
     chosen = page.locator(".react-aria-ComboBox [data-tag]").count()
-    assert width >= 2 * 256 * (1 + chosen) * 0.9  # photo | one mask per model, side by side
+    # The photo and one mask per model in a grid of tiles, each at a watchable size.
+    rows, columns = grid_shape(1 + chosen)
+    tile_h, tile_w = tile_size((256, 512), columns)
+    assert (width, height) == (columns * tile_w, rows * tile_h) and tile_h >= 256
     table = page.locator('[data-testid="stMarkdownContainer"] table').filter(has_text="frames/s")
     assert table.locator("tbody tr").count() == chosen
     assert_no_errors(page)

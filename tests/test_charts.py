@@ -52,6 +52,10 @@ def test_pruning_tradeoff_traces_per_mode_labelled_by_level():
     assert list(fast.y) == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert fast.marker.size[0] < fast.marker.size[-1]  # more parameters, bigger marker
     assert fig.data[1].line.dash == "dash" and fast.line.dash == "solid"
+    # The modes differ in marker too, and their labels sit on opposite sides (at L1 the
+    # two modes are one head: their points meet, their labels must not).
+    assert fast.marker.symbol != fig.data[1].marker.symbol
+    assert fast.textposition != fig.data[1].textposition
     assert "latency" in fig.layout.xaxis.title.text and fig.layout.yaxis.title.text == "mIoU"
 
 

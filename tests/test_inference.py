@@ -247,3 +247,30 @@ def test_warm_latency_leaves_out_each_settings_first_run() -> None:
     for ms in (10.0, 10.0, 10.0):
         log.record("L4", ms)
     assert log.median_ms("L4") == 10.0 and log.warm_runs("L4") == 3  # the last `keep` runs
+
+
+def test_warm_latency_measures_again_when_few_stale_or_disagreeing() -> None:
+    from segdemo.inference import WarmLatency
+
+    now, load = [0.0], [0.5]
+    log = WarmLatency(keep=9, clock=lambda: now[0], load=lambda: load[0])
+    assert log.runs_needed("L4") == 0  # not run yet: its warm-up comes first
+    log.record("L4", 2000.0)  # warm-up
+    load[0] = 3.0
+    log.record("L4", 2100.0)  # one run at a busy moment...
+    assert log.runs_needed("L4") == 2  # ...never stands alone
+    assert log.latency("L4").busy
+    load[0] = 0.5
+    times = iter([100.0, 104.0])
+    latency = log.measure("L4", lambda: next(times))
+    # 2100 among 100 and 104: the spread is wide, so two more runs are asked for.
+    assert latency.median_ms == 104.0 and latency.runs == 3 and log.runs_needed("L4") == 2
+    for ms in (98.0, 102.0):
+        log.record("L4", ms)
+    latency = log.latency("L4")
+    assert latency.median_ms == 102.0 and log.runs_needed("L4") == 0 and not latency.busy
+    assert latency.text() == f"102 ms ± {latency.spread_ms:.0f} (5 warm runs)"
+    now[0] = 301.0  # five minutes on: the figure is stale, still shown, measured again
+    assert log.median_ms("L4") == 102.0 and log.runs_needed("L4") == 3
+    times = iter([50.0, 52.0, 51.0])
+    assert log.measure("L4", lambda: next(times)).median_ms == 51.0

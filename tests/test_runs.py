@@ -286,3 +286,15 @@ def test_resume_run_relaunches_with_resume(tmp_path, monkeypatch, trainer_stand_
     assert not (tmp_path / "r" / runs.STOP_FILE).exists()
     with pytest.raises(runs.RunAlreadyActive):
         runs.resume_run(tmp_path / "r")
+
+
+def test_summarize_progress_figures_agree_after_a_stop_and_a_fast_last_step():
+    events = [START, *(
+        {**_step(step, 2.0, 1000.0 + step), "images_per_s": rate}
+        for step, rate in ((2, 4.0), (4, 5.0), (6, 3.0), (7, 101.0))  # the last: one short step
+    ), {"event": "stopped", "reason": "stop file", "step": 8, "time": 1009.0}]  # fmt: skip
+    s = runs.summarize_progress(events, now=1010.0)
+    # The bar shows the step the checkpoint holds, as the resume hint says...
+    assert s["step"] == s["checkpoint_step"] == 8 and s["fraction"] == pytest.approx(0.8)
+    # ...and one step's odd rate does not become the run's speed.
+    assert s["images_per_s"] == pytest.approx(4.5)

@@ -89,20 +89,26 @@ def segmenters():
 
 
 def test_segment_video_side_by_side(clip, segmenters, tmp_path):
-    calls = []
+    calls, previews = [], []
     out = tmp_path / "out.webm"
-    result = segment_video(clip, out, segmenters, progress=lambda d, t: calls.append((d, t)))
+    result = segment_video(clip, out, segmenters, progress=lambda d, t: calls.append((d, t)),
+                           preview=lambda d, frame: previews.append((d, frame)))  # fmt: skip
     assert calls == [(k, 6) for k in range(1, 7)]
     assert (result.frames, result.fps, result.seconds) == (6, 10.0, pytest.approx(0.6))
-    tile_h, tile_w = tile_size((64, 128), 3)
-    assert (result.height, result.width) == (tile_h, 3 * tile_w)  # photo | unet | unetpp
+    # Three tiles (photo, unet, unetpp) in a 2 x 2 grid, each at a watchable size.
+    tile_h, tile_w = tile_size((64, 128), 2)
+    assert (result.height, result.width) == (2 * tile_h, 2 * tile_w)
+    # Each segmented frame is offered for a preview as soon as it is composed.
+    assert [d for d, _ in previews] == list(range(1, 7))
+    assert previews[0][1].shape == (result.height, result.width, 3)
     assert [(m["name"], m["setting"]) for m in result.models] == [("unet", ""),
                                                                    ("unetpp", "fast L2")]  # fmt: skip
     assert all(m["fps"] > 0 and m["ms_per_frame"] > 0 for m in result.models)
     back = probe_video(out)
-    assert (back.frames, back.fps, back.width, back.height) == (6, 10.0, result.width, tile_h)
+    assert (back.frames, back.fps, back.width, back.height) == (6, 10.0, result.width,
+                                                                result.height)  # fmt: skip
     assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # WebM (Matroska)
-    # The right-hand tile is unetpp's colour mask of the frame (VP8 is lossy: close).
+    # The composed frame: photo and both colour masks (VP8 is lossy: close).
     first = next(read_frames(clip))
     expected = compose_frame(first, [(s.title, s(first)) for s in segmenters], CITYSCAPES19)
     decoded = next(read_frames(out))
@@ -115,6 +121,14 @@ def test_segment_video_overlays_sampled_down(clip, segmenters, tmp_path):
     assert result.width == tile_size((64, 128), 1)[1]
     with pytest.raises(ValueError, match="layout must be one of"):
         compose_frame(np.zeros((8, 8, 3), np.uint8), [], CITYSCAPES19, "grid")
+
+
+def test_grid_is_as_square_as_it_can_be_and_never_taller_than_wide():
+    from segdemo.video import grid_shape
+
+    shapes = {tiles: grid_shape(tiles) for tiles in range(1, 8)}
+    assert shapes == {1: (1, 1), 2: (1, 2), 3: (2, 2), 4: (2, 2), 5: (2, 3), 6: (2, 3),
+                      7: (3, 3)}  # fmt: skip
 
 
 def test_tiles_fit_the_width_and_stay_even():
