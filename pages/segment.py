@@ -212,11 +212,6 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     st.markdown(cost_table(row, checkpoint, mode, level, latency))
     error_map_view(photo, result.mask, label_set)
     mask_downloads(row, photo, checkpoint, result.mask, mode, level)
-    # Moved to a new level alone (not a whole page run, which settles every model at its
-    # end): the mask is on screen, now its latency is timed until it holds.
-    if not state["segment_page_pass"] and settle_latency(row["path"], photo, checkpoint, device,
-                                                         precision, mode, level):  # fmt: skip
-        st.rerun(scope="fragment")
     if state["segment_refresh"]:
         state["segment_refresh"] = False
         if refresh_page:  # the large view or the comparison map shows this model
@@ -553,7 +548,6 @@ def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> N
 # --------------------------------------------------------------------------------- page
 
 st.title("Segment street photos")
-state["segment_page_pass"] = True  # panels drawn in a whole page run leave timing to its end
 rows = common.available_checkpoints()
 if not rows:
     st.info(
@@ -776,5 +770,4 @@ if len(pair) == 2:
     comparison(photo, pair, loaded, labels)
 if source == "photos" and uploads:
     batch_section(photos, chosen, loaded)
-state["segment_page_pass"] = False  # from here on, a panel reruns alone (a fragment)
 settle_latencies(photo, [row["path"] for row in chosen if row["path"] in loaded], loaded)

@@ -63,7 +63,6 @@ SEGMENT_STATE_DEFAULTS: dict[str, object] = {
     "segment_video": None,  # {"key", "data", "result"} of the last segmented clip
     "segment_budget": None,  # the session's SessionBudget, made on first use
     "segment_settled": set(),  # (setting, photo key) whose latency was timed until it held
-    "segment_page_pass": False,  # a whole page run is drawing (its panels leave timing to it)
 }
 
 
