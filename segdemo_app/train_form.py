@@ -79,6 +79,11 @@ def setting_input(name: str, container=st, *, value: Any = None, **options) -> A
                                 **options)  # fmt: skip
     if kind == "str | None":
         return text.strip() or None  # an empty box is "not set", never an empty flag value
+    if kind == "float | None":
+        try:
+            return float(text) if text.strip() else None
+        except ValueError:
+            raise ValueError(f"{label(name)}: {text!r} is not a number") from None
     try:
         if kind == "tuple[int, int]":
             return parse_size(text)
