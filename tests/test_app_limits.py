@@ -222,3 +222,29 @@ def test_a_damaged_run_folder_keeps_its_readable_events_and_the_train_page_rende
     at = AppTest.from_file(str(REPO / "pages" / "train.py"), default_timeout=120).run()
     assert not at.exception
     assert at.selectbox(key="train_selected").value == run.name
+
+
+def test_a_video_longer_than_its_header_says_and_one_over_the_budget_get_one_sentence(
+    app_dirs, tmp_path
+):
+    from test_limits import understated_webm
+
+    clip = understated_webm(tmp_path / "liar.webm", frames=32, fps=1.0, claimed_ms=2000.0)
+    at = run_app()
+    at.radio(key="segment_source").set_value("video").run()
+    at.file_uploader(key="segment_video_upload").set_value(
+        ("liar [x](http://e.com).webm", clip.read_bytes(), "video/webm")
+    ).run()
+    at.button(key="segment_video_run").click().run()
+    assert not at.exception
+    assert len(at.error) == 1
+    assert shown(at.error[0].value).startswith(
+        "liar [x](http://e.com).webm holds more than 30 s of video"
+    )
+    assert not at.get("video")
+    # The same page with a spent budget: the clip stops at its first frame.
+    at.session_state["segment_budget"] = limits.SessionBudget(limit=0.001)
+    at.button(key="segment_video_run").click().run()
+    assert not at.exception
+    assert "This session has used its processing budget" in shown(at.error[0].value)
+    assert not at.get("video")
