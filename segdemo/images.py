@@ -103,6 +103,19 @@ def load_image(source: str | Path | bytes | BinaryIO, name: str | None = None) -
     return arr
 
 
+def pixel_count(data: bytes) -> int | None:
+    """The pixels an encoded image says it holds (from its header, nothing decoded), or
+    None when the header cannot be read (``load_image`` then names the problem)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+    return width * height
+
+
 def row_strips(height: int, width: int, pixels: int = STRIP_PIXELS) -> list[slice]:
     """Row ranges of about ``pixels`` pixels each (at least one row), covering ``height``
     rows of an image ``width`` pixels wide."""

@@ -26,7 +26,7 @@ from segdemo.batch import mask_png as _mask_png
 from segdemo.batch import png_bytes
 from segdemo.engine import engine_of
 from segdemo.ground_truth import GroundTruth, photo_scores, read_ground_truth
-from segdemo.images import ImageError, load_image
+from segdemo.images import ImageError, load_image, pixel_count
 from segdemo.inference import Latency, Segmenter, WarmLatency
 from segdemo.tta import DEFAULT_SPEC as DEFAULT_TTA
 from segdemo.tta import NO_TTA, TTA
@@ -176,33 +176,40 @@ def read_upload(file_id: str, name: str, _data: bytes) -> Photo:
     return make_photo(file_id, name, load_image(_data, name=name))
 
 
-def read_uploads(uploads: Sequence) -> tuple[list[Photo], list[str]]:
+def read_uploads(
+    uploads: Sequence,
+    max_count: int = limits.PHOTOS_MAX_COUNT,
+    max_megapixels: float = limits.PHOTOS_MAX_MEGAPIXELS,
+) -> tuple[list[Photo], list[str]]:
     """The uploaded photos the page takes, and one sentence per upload it leaves out.
 
-    At most ``limits.PHOTOS_MAX_COUNT`` photos of ``limits.PHOTOS_MAX_MEGAPIXELS``
-    together, so a page never holds more decoded pixels than that; files that are not
-    usable photos are named with their reason.
+    At most ``max_count`` photos of ``max_megapixels`` together, so a page never holds
+    more decoded pixels than that; files that are not usable photos are named with their
+    reason.
     """
     photos: list[Photo] = []
     problems: list[str] = []
     total = 0.0
     for k, upload in enumerate(uploads):
-        if k == limits.PHOTOS_MAX_COUNT:
+        if k == max_count:
             problems.append(
-                f"Only the first {limits.PHOTOS_MAX_COUNT} photos are used; "
-                f"{len(uploads) - k} more were left out."
+                f"Only the first {max_count} photos are used; {len(uploads) - k} more were "
+                "left out."
             )
             break
-        try:
-            photo = read_upload(upload.file_id, upload.name, upload.getvalue())
-        except ImageError as e:
-            problems.append(str(e))
-            continue
-        if total + megapixels(photo.image) > limits.PHOTOS_MAX_MEGAPIXELS:
+        data = upload.getvalue()
+        # The header's size first, so a photo that would not fit is never decoded.
+        stated = (pixel_count(data) or 0) / 1e6
+        if total + stated > max_megapixels:
             problems.append(
                 f"{upload.name} was left out: the photos together would exceed the "
-                f"{limits.PHOTOS_MAX_MEGAPIXELS} megapixels a page holds at once."
+                f"{max_megapixels:g} megapixels a page holds at once."
             )
+            continue
+        try:
+            photo = read_upload(upload.file_id, upload.name, data)
+        except ImageError as e:
+            problems.append(str(e))
             continue
         total += megapixels(photo.image)
         photos.append(photo)

@@ -248,3 +248,27 @@ def test_a_video_longer_than_its_header_says_and_one_over_the_budget_get_one_sen
     assert not at.exception
     assert "This session has used its processing budget" in shown(at.error[0].value)
     assert not at.get("video")
+
+
+class Upload:
+    """What the page reads of an ``st.file_uploader`` file."""
+
+    def __init__(self, name: str, data: bytes) -> None:
+        self.name, self.file_id, self._data = name, f"test-{name}", data
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def test_photos_past_the_pixel_limit_are_left_out_before_they_are_decoded():
+    from segdemo_app import segment as ui
+
+    uploads = [Upload(f"{k}.png", png(street(100, 200))) for k in range(3)]  # 0.02 Mpx each
+    uploads.insert(1, Upload("notes.png", b"not pixels"))
+    photos, problems = ui.read_uploads(uploads, max_megapixels=0.045)
+    assert [p.name for p in photos] == ["0.png", "1.png"]
+    assert problems == [
+        "notes.png is not an image segdemo can read (JPG, PNG, WebP, ...)",
+        "2.png was left out: the photos together would exceed the 0.045 megapixels a page "
+        "holds at once.",
+    ]
