@@ -37,7 +37,7 @@ from pydantic import (
 )
 
 from segdemo import limits
-from segdemo.config import TrainConfig
+from segdemo.config import BASE_WIDTH_RANGE, TrainConfig
 
 FORMAT_VERSION = 1
 
@@ -261,7 +261,7 @@ def argument_rules() -> dict[str, Any]:
 
     weights = tuple(w for w in VALID_WEIGHTS if w is not None)
     return {
-        "base_width": Annotated[int, Field(ge=1, le=128)],
+        "base_width": Annotated[int, Field(ge=BASE_WIDTH_RANGE[0], le=BASE_WIDTH_RANGE[1])],
         "deep_supervision": bool,
         "upsampling": Literal[UPSAMPLING_MODES],
         "dropout": Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)],
@@ -300,6 +300,31 @@ def model_arguments_schema(model: str) -> type[BaseModel]:
         __config__=ConfigDict(strict=True, extra="forbid", protected_namespaces=()),
         **fields,
     )
+
+
+def check_model_arguments(model: str, kwargs: dict[str, Any], name=lambda key: key) -> None:
+    """Refuse model arguments that a checkpoint of ``model`` could not declare: the rules
+    of :func:`argument_rules`, so what training accepts, loading accepts.
+
+    Args:
+        name: how a message names an argument (the command line: its flag).
+
+    Raises:
+        ValueError: one sentence naming the first wrong argument and its value.
+    """
+    try:
+        text = json.dumps(kwargs)
+    except (TypeError, ValueError):
+        raise ValueError(f"the arguments of {model} must be plain values, got {kwargs!r}") from None
+    try:
+        model_arguments_schema(model).model_validate_json(text, strict=True)
+    except KeyError as e:
+        raise ValueError(f"{model}'s argument {e.args[0]} has no rule to check it") from None
+    except ValidationError as e:
+        error = e.errors()[0]
+        key = error["loc"][0] if error["loc"] else ""
+        got = f", got {_shown(error['input'])}" if "input" in error else ""
+        raise ValueError(f"{name(key) if key else model} {_problem(error)}{got}") from None
 
 
 @functools.cache

@@ -14,20 +14,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segdemo import runtime
-from segdemo.losses import LOSSES
+from segdemo import limits
 
 SCHEDULES = ("poly", "cosine")
+LOSSES = ("ce", "dice", "ce_dice", "ohem_ce_dice")  # segdemo.losses builds them
 PRECISIONS = ("auto", "bf16", "fp32")
 PHOTOMETRIC = ("jitter", "strong")
 CLASS_WEIGHTING = ("none", "sqrt_inverse_frequency")
 ACCURATE_WEIGHTS = ("uniform", "fit")
+#: ``base_width`` of the scratch models (``--base-width``; the paper's U-Net is 64): the
+#: checkpoint schema reads the same range, so what training accepts, loading accepts.
+BASE_WIDTH_RANGE = (1, 128)
+#: Images of the synthetic set's train split (``--synthetic-length``).
+MAX_SYNTHETIC_LENGTH = 100_000
+#: Bootstrap defaults of ``eval``, ``compare``, ``report`` and studies (segdemo.stats).
+DEFAULT_RESAMPLES = 1000
+DEFAULT_SEED = 0
 
 
 def setting(
@@ -39,6 +48,10 @@ def setting(
     choices: tuple[str, ...] | None = None,
     cli: bool = True,
     factory: Any = dataclasses.MISSING,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
 ) -> Any:
     """A ``TrainConfig`` field with what the parser, the form and the resume check need.
 
@@ -50,8 +63,16 @@ def setting(
             is refused.
         choices: the allowed values of a string setting.
         cli: False for fields that have no flag of their own (set through other flags).
+        minimum, maximum: the smallest and largest value of a number (of each side of a
+            pair); ``above``, ``below``: the value must be greater, smaller than this.
+
+    The type comes from the field's annotation: :func:`checked_setting` checks a value
+    against type, range and choices, whether it comes from the command line, a study
+    file, the app's form or a checkpoint.
     """
-    metadata = {"help": help, "flag": flag, "resumable": resumable, "choices": choices, "cli": cli}
+    metadata = {"help": help, "flag": flag, "resumable": resumable, "choices": choices,
+                "cli": cli, "minimum": minimum, "maximum": maximum, "above": above,
+                "below": below}  # fmt: skip
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -73,17 +94,27 @@ class TrainConfig:
     init_from: str | None = setting(
         None, "start from the weights of this checkpoint (fine-tuning; same model and classes)"
     )
-    size: tuple[int, int] = setting((128, 256), "HxW the model is trained at, e.g. 256x256")
-    batch_size: int = setting(8, "images per step and process", flag="--batch")
-    epochs: int = setting(10, "epochs to train (may grow when resuming)", resumable=True)
-    max_steps: int | None = setting(
-        None, "stop after this many optimizer steps in total", resumable=True
+    size: tuple[int, int] = setting(
+        (128, 256), "HxW the model is trained at, e.g. 256x256",
+        minimum=limits.MODEL_MIN_INPUT_SIDE, maximum=limits.MODEL_MAX_INPUT_SIDE,
+    )  # fmt: skip
+    batch_size: int = setting(
+        8, "images per step and process", flag="--batch", minimum=1, maximum=1024
     )
-    optimizer: str = setting("adamw", cli=False)
-    lr: float = setting(2e-3, "AdamW learning rate (decoder and heads)")
-    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    epochs: int = setting(
+        10, "epochs to train (may grow when resuming)", resumable=True, minimum=1, maximum=10_000
+    )
+    max_steps: int | None = setting(
+        None, "stop after this many optimizer steps in total", resumable=True,
+        minimum=1, maximum=10**9,
+    )  # fmt: skip
+    optimizer: str = setting("adamw", cli=False, choices=("adamw",))
+    lr: float = setting(2e-3, "AdamW learning rate (decoder and heads)", above=0, maximum=10)
+    weight_decay: float = setting(1e-4, "AdamW weight decay", minimum=0, maximum=10)
     schedule: str = setting("poly", "learning-rate decay after the warm-up", choices=SCHEDULES)
-    warmup_steps: int = setting(100, "linear warm-up steps (at most a tenth of the run)")
+    warmup_steps: int = setting(
+        100, "linear warm-up steps (at most a tenth of the run)", minimum=0, maximum=10**9
+    )
     loss: str = setting("ce_dice", "training loss of every head", choices=LOSSES)
     class_weighting: str = setting(
         "none",
@@ -97,14 +128,16 @@ class TrainConfig:
     )
     ds_distill: float = setting(
         0.0, "deep supervision: weight of a KL term teaching every shallower head the deepest "
-        "head's softened prediction (detached); 0 turns it off",
+        "head's softened prediction (detached); 0 turns it off", minimum=0, maximum=100,
     )  # fmt: skip
     ds_temperature: float = setting(
-        1.0, "deep supervision: temperature of the --ds-distill term's softmax"
-    )
+        1.0, "deep supervision: temperature of the --ds-distill term's softmax", above=0,
+        maximum=100,
+    )  # fmt: skip
     ema: float | None = setting(
         None, "keep an exponential moving average of the weights with this decay (e.g. 0.999); "
         "validated beside the trained weights, and saved instead of them when it scores higher",
+        above=0, below=1,
     )  # fmt: skip
     accurate_weights: str = setting(
         "uniform",
@@ -113,17 +146,22 @@ class TrainConfig:
         choices=ACCURATE_WEIGHTS,
     )
     encoder_lr_mult: float = setting(
-        1.0, "the encoder's learning rate is lr x this (e.g. 0.1 for a pretrained encoder)"
-    )
+        1.0, "the encoder's learning rate is lr x this (e.g. 0.1 for a pretrained encoder)",
+        above=0, maximum=10,
+    )  # fmt: skip
     augment: bool = setting(True, "turn off flips, crops and colour changes", flag="--no-augment")
     scale_range: tuple[float, float] | None = setting(
-        None, "multi-scale training: scale each frame by a random factor in MIN,MAX, then crop"
-    )
+        None, "multi-scale training: scale each frame by a random factor in MIN,MAX, then crop",
+        above=0, maximum=10,
+    )  # fmt: skip
     photometric: str = setting(
         "jitter", "colour augmentation: jitter, or strong (also gamma, blur, noise, JPEG)",
         choices=PHOTOMETRIC,
     )  # fmt: skip
-    seed: int = setting(0, "random seed (model initialisation, data order, augmentation)")
+    seed: int = setting(
+        0, "random seed (model initialisation, data order, augmentation)",
+        minimum=0, maximum=2**32 - 1,
+    )  # fmt: skip
     device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...", resumable=True)
     precision: str = setting(
         "auto", "auto = bf16 + channels_last where fast, else fp32", resumable=True,
@@ -133,70 +171,37 @@ class TrainConfig:
         None,
         "DataLoader worker processes (default: the CPU cores training leaves free; 0 loads in "
         "the main process)",
-        resumable=True,
-    )
+        resumable=True, minimum=0, maximum=256,
+    )  # fmt: skip
     out: str = setting("runs/latest", "run folder (default runs/<model>)", resumable=True)
-    log_every: int = setting(10, "steps between progress events", resumable=True)
-    val_max_items: int | None = setting(
-        None, "validate on the first N val images (default: all)", resumable=True
+    log_every: int = setting(
+        10, "steps between progress events", resumable=True, minimum=1, maximum=10**9
     )
+    val_max_items: int | None = setting(
+        None, "validate on the first N val images (default: all)", resumable=True,
+        minimum=1, maximum=10**9,
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
-        self.size = tuple(int(s) for s in self.size)
-        if self.scale_range is not None:
-            self.scale_range = tuple(float(s) for s in self.scale_range)
-        for name in ("ds_distill", "ds_temperature"):
-            setattr(self, name, float(getattr(self, name)))
-        if self.ema is not None:
-            self.ema = float(self.ema)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, checked_setting(f.name, getattr(self, f.name)))
         self.check()
 
     def check(self) -> None:
-        """Raise ``ValueError`` naming the setting (as its flag) for a value that cannot work."""
+        """Raise ``ValueError`` naming the setting (as its flag) for a value that cannot work.
+
+        Each value is checked on its own by :func:`checked_setting` (type, range, choices);
+        here are the checks that need several settings or the registries.
+        """
+        from segdemo import runtime
+        from segdemo.checkpoint_schema import check_model_arguments
         from segdemo.labels import list_label_sets
         from segdemo.models import list_models, model_arguments
 
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and value not in choices:
-                raise ValueError(
-                    f"{flag_of(f.name)} must be one of {', '.join(choices)}, got {value!r}"
-                )
-        if self.optimizer != "adamw":
-            raise ValueError(f"optimizer must be 'adamw', got {self.optimizer!r}")
-        for name in ("batch_size", "epochs", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{flag_of(name)} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_steps", "val_max_items"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{flag_of(name)} must be at least 1 (or unset), got {value}")
-        if self.warmup_steps < 0 or (self.workers is not None and self.workers < 0):
-            raise ValueError("--warmup-steps and --workers must not be negative")
-        for name in ("lr", "encoder_lr_mult"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{flag_of(name)} must be a positive finite number, got {value}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"--weight-decay must be finite and >= 0, got {self.weight_decay}")
         parse_head_weights(self.ds_weights)
-        if not (math.isfinite(self.ds_distill) and self.ds_distill >= 0):
-            raise ValueError(f"--ds-distill must be finite and >= 0, got {self.ds_distill}")
-        if not (math.isfinite(self.ds_temperature) and self.ds_temperature > 0):
-            raise ValueError(
-                f"--ds-temperature must be a positive finite number, got {self.ds_temperature}"
-            )
-        if self.ema is not None and not 0 < self.ema < 1:
-            raise ValueError(f"--ema must be a decay between 0 and 1 (e.g. 0.999), got {self.ema}")
-        if len(self.size) != 2 or min(self.size) < 1:
-            raise ValueError(f"--size must be HxW with positive sides, got {self.size}")
-        if self.scale_range is not None:
+        if self.scale_range is not None and self.scale_range[0] > self.scale_range[1]:
             lo, hi = self.scale_range
-            if not (math.isfinite(hi) and 0 < lo <= hi):
-                raise ValueError(
-                    f"--scale-range must be MIN,MAX with 0 < MIN <= MAX, got {lo},{hi}"
-                )
+            raise ValueError(f"--scale-range must be MIN,MAX with MIN <= MAX, got {lo},{hi}")
         if self.label_set not in list_label_sets():
             raise ValueError(
                 f"unknown label set {self.label_set!r}; valid: {', '.join(list_label_sets())}"
@@ -213,6 +218,7 @@ class TrainConfig:
                 f"{self.model} does not take {', '.join(flags)}; its arguments are "
                 f"{', '.join(accepted)}"
             )
+        check_model_arguments(self.model, self.model_kwargs, name=flag_of)
         runtime.check_device(self.device)
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,6 +270,109 @@ def flag_of(name: str) -> str:
     if name in fields:
         return fields[name].metadata.get("flag") or "--" + name.replace("_", "-")
     return name
+
+
+class SettingError(ValueError):
+    """A value a ``TrainConfig`` setting cannot take. The message names the setting by its
+    flag; ``problem`` says what is wrong without naming it (a study file names it its way)."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{flag_of(name)} {problem}")
+        self.name = name
+        self.problem = problem
+
+
+MAX_TEXT_SETTING = 4096  # characters of a text setting (a path, a name)
+
+
+def _shown(value: Any) -> str:
+    """A value as a message shows it: its repr, at most 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _number(name: str, kind: str, value: Any, meta, pair: Any = None) -> int | float:
+    """A number setting (or one side of ``pair``) checked against its type and range."""
+    whole = kind == "int"
+    if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+        if pair is not None:
+            what = "HxW, two whole numbers" if whole else "MIN,MAX, two numbers"
+            raise SettingError(name, f"must be {what}, got {_shown(pair)}")
+        what = "a whole number" if whole else "a number"
+        raise SettingError(name, f"must be {what}, got {_shown(value)}")
+    if not whole:
+        try:
+            value = float(value)
+        except OverflowError:
+            value = math.inf
+    got = _shown(value) if pair is None else _format_value(pair)
+    if not whole and not math.isfinite(value):
+        raise SettingError(name, f"must be a finite number, got {got}")
+    each = "" if pair is None else "each value "
+    if meta.get("above") is not None and not value > meta["above"]:
+        raise SettingError(name, f"{each}must be greater than {_bound(meta['above'])}, got {got}")
+    if meta.get("minimum") is not None and value < meta["minimum"]:
+        raise SettingError(name, f"{each}must be at least {_bound(meta['minimum'])}, got {got}")
+    if meta.get("maximum") is not None and value > meta["maximum"]:
+        raise SettingError(name, f"{each}must be at most {_bound(meta['maximum'])}, got {got}")
+    if meta.get("below") is not None and not value < meta["below"]:
+        raise SettingError(name, f"{each}must be smaller than {_bound(meta['below'])}, got {got}")
+    return value
+
+
+def checked_setting(name: str, value: Any) -> Any:
+    """``value`` as ``TrainConfig`` setting ``name`` holds it, after checking its type (from
+    the field's annotation), range and choices (from its :func:`setting`).
+
+    A list for a pair becomes a tuple and a whole number for a float a float; nothing else
+    is converted: ``"10"`` is not a whole number and ``1`` is not true.
+
+    Raises:
+        SettingError: one sentence naming the setting and the value.
+    """
+    f = _fields_by_name()[name]
+    meta = f.metadata
+    kind = str(f.type).removesuffix(" | None")
+    if value is None:
+        if str(f.type).endswith(" | None"):
+            return None
+        raise SettingError(name, "must be given")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise SettingError(name, f"must be true or false, got {_shown(value)}")
+        return value
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise SettingError(name, f"must be a non-empty text, got {_shown(value)}")
+        if len(value) > MAX_TEXT_SETTING or "\x00" in value:
+            raise SettingError(
+                name, f"must be at most {MAX_TEXT_SETTING} characters, without NUL characters"
+            )
+        if meta.get("choices") and value not in meta["choices"]:
+            raise SettingError(
+                name, f"must be one of {', '.join(meta['choices'])}, got {_shown(value)}"
+            )
+        return value
+    if kind == "dict[str, Any]":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise SettingError(name, f"must be a table of named values, got {_shown(value)}")
+        return dict(value)
+    if kind in ("int", "float"):
+        return _number(name, kind, value, meta)
+    element = kind.removeprefix("tuple[").split(",")[0]  # tuple[int, int] -> int
+    if not isinstance(value, tuple | list) or len(value) != 2:
+        what = "HxW, two whole numbers" if element == "int" else "MIN,MAX, two numbers"
+        raise SettingError(name, f"must be {what}, got {_shown(value)}")
+    return tuple(_number(name, element, v, meta, value) for v in value)
+
+
+@functools.cache
+def _fields_by_name() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def resumable_fields() -> tuple[str, ...]:
@@ -324,14 +433,42 @@ def _model_arg(text: str) -> tuple[str, Any]:
 
 
 def _argument_type(f: dataclasses.Field) -> Any:
+    """The parser of a setting's flag: the text as the field's type, then
+    :func:`checked_setting`, so a bad value is an argument error before anything loads."""
     kind = str(f.type).replace(" | None", "")
-    return {
+    parse = {
         "int": int,
         "float": float,
         "str": str,
         "tuple[int, int]": parse_size,
         "tuple[float, float]": parse_float_pair,
     }[kind]
+
+    def parse_setting(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            what = {"int": "a whole number", "float": "a number"}[kind]
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        try:
+            return checked_setting(f.name, value)
+        except SettingError as e:
+            raise argparse.ArgumentTypeError(e.problem) from None
+
+    return parse_setting
+
+
+def _bounded_int(low: int, high: int):
+    def parse_bounded(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {value}")
+        return value
+
+    return parse_bounded
 
 
 def _format_value(value: Any) -> str:
@@ -371,11 +508,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         elif name == "encoder_weights":
             parser.add_argument(flag, dest=name, choices=["imagenet", "none"], help=help_text)
         else:
-            parser.add_argument(flag, dest=name, type=int if name == "base_width" else str,
-                                help=help_text)  # fmt: skip
+            kind = _bounded_int(*BASE_WIDTH_RANGE) if name == "base_width" else str
+            parser.add_argument(flag, dest=name, type=kind, help=help_text)
     parser.add_argument("--model-arg", dest="model_arg", type=_model_arg, action="append",
                         metavar="KEY=VALUE", help="any other model keyword argument (repeatable)")  # fmt: skip
-    parser.add_argument("--synthetic-length", dest="synthetic_length", type=int,
+    parser.add_argument("--synthetic-length", dest="synthetic_length",
+                        type=_bounded_int(1, MAX_SYNTHETIC_LENGTH),
                         help="images in the synthetic train split")  # fmt: skip
 
 

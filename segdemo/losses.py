@@ -30,8 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-LOSSES = ("ce", "dice", "ce_dice", "ohem_ce_dice")
-
+from segdemo.config import LOSSES
 
 # Pixels per chunk: the loss works on one block of rows of one image at a time, so every
 # temporary stays a few MB. Allocations above glibc's mmap threshold (32 MB) are fresh

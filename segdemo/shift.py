@@ -18,14 +18,19 @@ distribution under another name. JPEG at quality 25-60 overlaps it in part.
 
 from __future__ import annotations
 
-import albumentations as A
-import cv2
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SHIFTS = ("camera",)
 
 
-def _camera() -> A.Compose:
+def _camera():
+    # imported here: the command line reads SHIFTS before any heavy import
+    import albumentations as A
+    import cv2
+
     return A.Compose(
         [
             A.PlanckianJitter(mode="blackbody", temperature_limit=(3000, 15000), p=0.8),
@@ -55,6 +60,8 @@ class Shift:
 
     def __call__(self, image_rgb_uint8: np.ndarray, index: int) -> np.ndarray:
         """The photo of item ``index`` under the shift: ``(H, W, 3)`` uint8 in and out."""
+        import numpy as np
+
         self._transform.set_random_seed(int(index))
         return self._transform(image=np.ascontiguousarray(image_rgb_uint8))["image"]
 

@@ -23,10 +23,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segdemo.config import DEFAULT_RESAMPLES, DEFAULT_SEED  # noqa: F401 - declared there
 from segdemo.metrics import confusion_scores
 
-DEFAULT_RESAMPLES = 1000
-DEFAULT_SEED = 0
 # The keys say "ci95": the level is fixed so that a key always means what it says.
 PERCENTILES = (2.5, 97.5)
 

@@ -32,12 +32,13 @@ checkpoint, and no further run starts; running the command again continues.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from segdemo.config import TrainConfig
+from segdemo.config import SettingError, TrainConfig, checked_setting
 from segdemo.train import fit, read_progress
 
 STOP_FILE = "STOP"
@@ -96,97 +97,181 @@ class Study:
         return [(model, seed) for seed in self.seeds for model in self.models]
 
 
+#: A study's name and its models' names become file and folder names (``<out>/<model>/``,
+#: ``<report>/<name>.md``): letters, digits and ``_.-``, not starting with a dot, so a name
+#: is never a path and nothing is written outside the folder the user named.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$")
+NAME_RULE = "1 to 64 letters, digits or _.- not starting with a dot"
+STUDY_KEYS = ("name", "description", "seeds", "train", "models", "reference", "claims")
+MODEL_KEYS = ("name", "model", "kwargs", "description", "train")
+CLAIM_KEYS = ("claim", "a", "b")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _StudyFile:
+    """The checks of one study file; every refusal names the file and the field."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(self, field: str, problem: str) -> ValueError:
+        return ValueError(f"{self.path}: {field} {problem}")
+
+    def text(self, field: str, value: Any, *, name: bool = False) -> str:
+        if not isinstance(value, str):
+            raise self.error(field, f"must be a text, got {_shown(value)}")
+        if name and not NAME_PATTERN.match(value):
+            raise self.error(field, f"must be {NAME_RULE} (it names a folder), got {_shown(value)}")
+        return value
+
+    def table(self, field: str, value: Any, keys: tuple[str, ...]) -> dict:
+        if not isinstance(value, dict):
+            raise self.error(field, f"must be a table, got {_shown(value)}")
+        unknown = sorted(set(value) - set(keys))
+        if unknown:
+            raise self.error(field, f"has unknown key(s) {', '.join(unknown)}; allowed: "
+                                    f"{', '.join(keys)}")  # fmt: skip
+        return value
+
+    def tables(self, field: str, value: Any, keys: tuple[str, ...]) -> list[dict]:
+        if not isinstance(value, list):
+            raise self.error(field, f"must be a list of tables ([[{field}]]), got {_shown(value)}")
+        return [self.table(f"{field}[{k}]", entry, keys) for k, entry in enumerate(value)]
+
+    def seeds(self, value: Any) -> tuple[int, ...]:
+        if not isinstance(value, list) or not value:
+            raise self.error("seeds", f"must be a non-empty list of integers, got {_shown(value)}")
+        for k, seed in enumerate(value):
+            try:
+                checked_setting("seed", seed)
+            except SettingError as e:
+                raise self.error(f"seeds[{k}]", e.problem) from None
+        if len(set(value)) != len(value):
+            raise self.error("seeds", f"must be different from each other, got {value}")
+        return tuple(value)
+
+    def train(self, value: Any, field: str = "[train]") -> dict[str, Any]:
+        """A table of ``TrainConfig`` settings (not the per-run ones), each value checked by
+        the setting's own declared type and range."""
+        known = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in PER_RUN_FIELDS]
+        for key in value if isinstance(value, dict) else ():
+            if key in PER_RUN_FIELDS:
+                raise self.error(field, f"cannot set {key} (each run sets data, model, "
+                                 "model_kwargs, seed and out)")  # fmt: skip
+        train = dict(self.table(field, value, tuple(known)))
+        for key, setting_value in train.items():
+            try:
+                train[key] = checked_setting(key, setting_value)
+            except SettingError as e:
+                raise self.error(f"{field} {key}", e.problem) from None
+        return train
+
+    def model(self, k: int, entry: dict) -> StudyModel:
+        from segdemo.checkpoint_schema import check_model_arguments
+        from segdemo.models import list_models, model_arguments
+
+        field = f"models[{k}]"
+        for key in ("name", "model"):
+            if key not in entry:
+                raise self.error(field, f"needs a {key}")
+        name = self.text(f"{field}.name", entry["name"], name=True)
+        model = self.text(f"{field}.model", entry["model"])
+        if model not in list_models():
+            raise self.error(f"{field}.model", f"must be one of {', '.join(list_models())}, "
+                                               f"got {_shown(model)}")  # fmt: skip
+        kwargs = entry.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise self.error(f"{field}.kwargs", f"must be a table, got {_shown(kwargs)}")
+        unknown = sorted(set(kwargs) - set(model_arguments(model)))
+        if unknown:
+            raise self.error(f"{field}.kwargs", f"has {', '.join(unknown)}, which {model} does "
+                             f"not take (it takes {', '.join(model_arguments(model))})")  # fmt: skip
+        try:
+            check_model_arguments(model, kwargs, name=lambda key: f"{field}.kwargs.{key}")
+        except ValueError as e:
+            raise ValueError(f"{self.path}: {e}") from None
+        description = self.text(f"{field}.description", entry.get("description", ""))
+        own = self.train(entry.get("train", {}), f"{field}.train")
+        return StudyModel(name, model, dict(kwargs), description, own)
+
+    def claim(self, k: int, entry: dict, names: list[str]) -> dict[str, str]:
+        field = f"claims[{k}]"
+        if set(entry) != set(CLAIM_KEYS):
+            raise self.error(field, f"needs claim, a and b, got {', '.join(entry) or 'nothing'}")
+        claim = {key: self.text(f"{field}.{key}", entry[key]) for key in CLAIM_KEYS}
+        for side in ("a", "b"):
+            model, *setting = claim[side].split(":")
+            valid = model in names and (
+                not setting
+                or (len(setting) <= 2 and setting[0] in ("fast", "accurate")
+                    and (len(setting) == 1 or setting[1].isdigit()))
+            )  # fmt: skip
+            if not valid:
+                raise self.error(f"{field}.{side}", f"must be one of the models {names}, or "
+                                 f"MODEL:fast|accurate:LEVEL, got {_shown(claim[side])}")  # fmt: skip
+        return claim
+
+
 def load_study(path: str | Path) -> Study:
     """Read and check a study file.
 
     Raises:
-        ValueError: unreadable TOML, a missing or unknown key, a duplicate model name, an
-            unknown model, or a shared setting that a study sets per run (the message
-            names the file and the key).
+        ValueError: unreadable TOML, a missing or unknown key, a value of the wrong type or
+            out of range, a name that is not a plain folder name, a duplicate model name,
+            an unknown model or model argument, or a shared setting that a study sets per
+            run (the message names the file and the key).
     """
-    from segdemo.models import list_models, model_arguments
-
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"study file {path} is a folder, not a TOML file")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"study file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"{path} is not a readable TOML study file: {exc}") from None
-    allowed = {"name", "description", "seeds", "train", "models", "reference", "claims"}
-    unknown = sorted(set(raw) - allowed)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {sorted(allowed)}")
+    check = _StudyFile(path)
+    check.table("the study", raw, STUDY_KEYS)
     for key in ("name", "seeds", "models"):
         if key not in raw:
-            raise ValueError(f"{path}: the study needs a {key!r}")
-    seeds = raw["seeds"]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ValueError(f"{path}: seeds must be a non-empty list of integers, got {seeds!r}")
-    train = _train_settings(raw.get("train", {}), f"{path}: [train]")
-    models = []
-    for entry in raw["models"]:
-        extra = sorted(set(entry) - {"name", "model", "kwargs", "description", "train"})
-        if extra:
-            raise ValueError(
-                f"{path}: a [[models]] entry has unknown key(s) {', '.join(extra)}; allowed: "
-                "name, model, kwargs, description, train"
-            )
-        name, model = entry.get("name"), entry.get("model")
-        if not name or not model:
-            raise ValueError(f"{path}: every [[models]] entry needs a name and a model")
-        if model not in list_models():
-            raise ValueError(f"{path}: model {name!r} uses unknown model {model!r}")
-        kwargs = dict(entry.get("kwargs", {}))
-        unknown = sorted(set(kwargs) - set(model_arguments(model)))
-        if unknown:
-            raise ValueError(f"{path}: model {name!r}: {model} does not take {unknown}")
-        own = _train_settings(entry.get("train", {}), f"{path}: model {name!r}: train")
-        models.append(StudyModel(name, model, kwargs, entry.get("description", ""), own))
+            raise check.error("the study", f"needs a {key!r}")
+    name = check.text("name", raw["name"], name=True)
+    seeds = check.seeds(raw["seeds"])
+    train = check.train(raw.get("train", {}))
+    entries = check.tables("models", raw["models"], MODEL_KEYS)
+    if not entries:
+        raise check.error("models", "must list at least one model ([[models]])")
+    models = [check.model(k, entry) for k, entry in enumerate(entries)]
     names = [m.name for m in models]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: model names must be unique, got {names}")
-    reference = raw.get("reference", "")
+        raise check.error("models", f"must have different names, got {names}")
+    reference = check.text("reference", raw.get("reference", ""))
     if reference and reference not in names:
-        raise ValueError(f"{path}: reference {reference!r} is not one of the models {names}")
-    claims = []
-    for claim in raw.get("claims", []):
-        if set(claim) != {"claim", "a", "b"}:
-            raise ValueError(f"{path}: every [[claims]] entry needs claim, a and b, got {claim}")
-        for side in (claim["a"], claim["b"]):
-            if side.split(":")[0] not in names:
-                raise ValueError(f"{path}: claim {claim['claim']!r} names unknown model {side!r}")
-        claims.append(dict(claim))
+        raise check.error("reference", f"must be one of the models {names}, got {reference!r}")
+    claims = [
+        check.claim(k, entry, names)
+        for k, entry in enumerate(check.tables("claims", raw.get("claims", []), CLAIM_KEYS))
+    ]
     study = Study(
-        name=raw["name"],
-        seeds=tuple(seeds),
+        name=name,
+        seeds=seeds,
         models=tuple(models),
         train=train,
-        description=raw.get("description", ""),
+        description=check.text("description", raw.get("description", "")),
         reference=reference,
         claims=tuple(claims),
         path=path,
     )
-    for model in models:  # TrainConfig checks the values
+    for model in models:  # the settings together (a MIN above MAX, a label set, the device)
         try:
             study.config("synthetic", "runs", model, seeds[0])
         except ValueError as e:
             raise ValueError(f"{path}: model {model.name!r}: {e}") from None
     return study
-
-
-def _train_settings(table: Any, where: str) -> dict[str, Any]:
-    """A table of ``TrainConfig`` fields a study may set (not the per-run ones)."""
-    if not isinstance(table, dict):
-        raise ValueError(f"{where} must be a table of training settings, got {table!r}")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    bad = sorted(k for k in table if k not in known or k in PER_RUN_FIELDS)
-    if bad:
-        raise ValueError(
-            f"{where} cannot set {', '.join(bad)} (each run sets data, model, "
-            "model_kwargs, seed and out; other keys must be TrainConfig fields)"
-        )
-    return dict(table)
 
 
 def run_state(run_dir: str | Path) -> str:

@@ -7,9 +7,8 @@ import json
 import re
 import sys
 
+from segdemo.config import DEFAULT_RESAMPLES, DEFAULT_SEED
 from segdemo.shift import SHIFTS
-from segdemo.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
-from segdemo.tta import TTA
 
 _SETTING = re.compile(r"^(fast|accurate)(?::L?(\d+))?$")
 
@@ -59,6 +58,7 @@ def _value(value, digits: int = 4) -> str:
 
 def cmd_eval(args) -> int:
     from segdemo.evaluate import evaluate_checkpoint
+    from segdemo.tta import TTA
 
     storing = args.store or args.store_into
     if storing and (args.mode or args.level or TTA.parse(args.tta).enabled or args.shift):
@@ -126,6 +126,7 @@ def cmd_eval(args) -> int:
 
 def cmd_compare(args) -> int:
     from segdemo.evaluate import compare_checkpoints
+    from segdemo.tta import TTA
 
     result = compare_checkpoints(
         args.ckpt,
