@@ -13,6 +13,7 @@ ZIP); both write the same files per photo and model:
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
@@ -67,6 +68,23 @@ def list_images(folder: str | Path) -> list[Path]:
     )
 
 
+# What a part of an output name may hold: a name from a user (an upload, a file on the
+# command line) is data, never a path; anything else becomes "_".
+_UNSAFE_NAME = re.compile(r"[^\w .,()+@=-]")
+
+
+def _name_parts(path: PurePath) -> list[str]:
+    """The parts of ``path`` that may name an output: no root, no ``.`` or ``..``, no
+    separator or control character inside a part, never starting with a dot."""
+    parts = []
+    for part in path.parts:
+        if part in (path.anchor, "", ".", ".."):
+            continue
+        part = _UNSAFE_NAME.sub("_", part).lstrip(".") or "_"
+        parts.append(part[:200])
+    return parts or ["unnamed"]
+
+
 def output_stems(paths: Sequence[str | PurePath], keep: Sequence[int] | None = None) -> list[str]:
     """One output name per input, all different, so no input's files overwrite another's.
 
@@ -74,19 +92,21 @@ def output_stems(paths: Sequence[str | PurePath], keep: Sequence[int] | None = N
     the suffix, ``/``-separated. Inputs whose names collide take more of their folders
     when they lie in different folders (``a/x.jpg`` and ``b/x.png`` -> ``a/x``, ``b/x``),
     their suffix when in the same one (``x_jpg``, ``x_png``), and a number when even that
-    is the same (``x``, ``x-2``). Paths should be absolute or relative without
-    ``..`` (pass ``Path.resolve()``d paths), so that no name climbs out of a folder.
+    is the same (``x``, ``x-2``). A name never climbs out of the folder it is written to:
+    ``..``, roots and separators or control characters inside a part are dropped or
+    become ``_`` (``../../x.png`` -> ``x``), so a name from a user is data, not a path.
     """
     paths = [PurePath(p) for p in paths]
-    parts = [[part for part in p.parts if part not in (p.anchor, "", ".")] for p in paths]
+    parts = [_name_parts(p) for p in paths]
     depth = [max(1, k) for k in keep] if keep is not None else [1] * len(paths)
     suffixed = [False] * len(paths)
 
     def name(k: int) -> str:
         pieces = parts[k][-depth[k] :]
         stem = PurePath(pieces[-1]).stem or pieces[-1]
-        if suffixed[k] and paths[k].suffix:
-            stem = f"{stem}_{paths[k].suffix.lstrip('.').lower()}"
+        suffix = PurePath(parts[k][-1]).suffix
+        if suffixed[k] and suffix:
+            stem = f"{stem}_{suffix.lstrip('.').lower()}"
         return "/".join([*pieces[:-1], stem])
 
     while True:
@@ -182,7 +202,7 @@ def iter_inputs(arguments: Iterable[str | Path]) -> tuple[list[Path], list[int]]
     photo under them (``list_images``).
 
     Returns:
-        ``(paths, keep)``: resolved paths, and for each how many trailing parts name it
+        ``(paths, keep)``: absolute paths (a symbolic link stays the link), and for each how many trailing parts name it
         (1 for a file; its depth below the folder for a folder's photo, so sub-folders are
         mirrored), ready for :func:`output_stems`.
 
@@ -200,10 +220,11 @@ def iter_inputs(arguments: Iterable[str | Path]) -> tuple[list[Path], list[int]]
                 suffixes = ", ".join(IMAGE_SUFFIXES)
                 raise ValueError(f"{path} holds no photos ({suffixes})")
             for photo in found:
-                paths.append(photo.resolve())
+                # absolute without resolving links: a linked photo is named after the link
+                paths.append(Path(os.path.abspath(photo)))
                 keep.append(len(photo.relative_to(path).parts))
         elif path.exists():
-            paths.append(path.resolve())
+            paths.append(Path(os.path.abspath(path)))
             keep.append(1)
         else:
             raise FileNotFoundError(f"{path} does not exist")

@@ -497,6 +497,21 @@ def _accurate_weights(meta: dict, model: nn.Module, name: str) -> dict[int, list
         raise CheckpointError(f"{name} has invalid metadata: {e}") from None
 
 
+def check_model_size(
+    model: str, num_classes: int, model_kwargs: dict, input_size, name: str
+) -> None:
+    """Refuse, before building it, a model that a checkpoint could not describe: more than
+    ``MAX_PARAMETERS`` or, at ``input_size``, ``MAX_GFLOPS`` (training checks this, so
+    what training accepts, loading accepts).
+
+    Raises:
+        CheckpointError: one sentence starting with ``name``.
+    """
+    meta = {"model": model, "num_classes": num_classes, "model_kwargs": dict(model_kwargs),
+            "input_size": list(input_size)}  # fmt: skip
+    _sized_model(meta, name)
+
+
 _OPTIMIZER_TENSOR = re.compile(r"^optimizer/([0-9]{1,9})/([A-Za-z_][A-Za-z0-9_]{0,63})$")
 _RNG_TENSOR = re.compile(r"^rng/[A-Za-z0-9_]{1,32}$")
 #: The weight average (``--ema``) and, when ``model/`` holds the average, the trained

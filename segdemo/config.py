@@ -458,17 +458,40 @@ def _argument_type(f: dataclasses.Field) -> Any:
     return parse_setting
 
 
-def _bounded_int(low: int, high: int):
-    def parse_bounded(text: str) -> int:
+def _range_text(low: float | None, high: float | None) -> str:
+    if high is None:
+        return f"at least {_bound(low)}"
+    return f"{_bound(low)} to {_bound(high)}"
+
+
+def int_in(low: int, high: int | None = None):
+    """An argparse ``type``: a whole number from ``low`` to ``high`` (None: no limit)."""
+
+    def parse_int(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {value}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {_range_text(low, high)}, got {value}")
         return value
 
-    return parse_bounded
+    return parse_int
+
+
+def float_in(low: float, high: float):
+    """An argparse ``type``: a finite number from ``low`` to ``high``."""
+
+    def parse_float(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be {_range_text(low, high)}, got {text}")
+        return value
+
+    return parse_float
 
 
 def _format_value(value: Any) -> str:
@@ -476,6 +499,11 @@ def _format_value(value: Any) -> str:
         separator = "x" if all(isinstance(v, int) for v in value) else ","
         return separator.join(str(v) for v in value)
     return str(value)
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """An argparse ``type``: ``HxW`` within the sides a model may take (as ``--size``)."""
+    return _argument_type(_fields_by_name()["size"])(text)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -508,12 +536,12 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         elif name == "encoder_weights":
             parser.add_argument(flag, dest=name, choices=["imagenet", "none"], help=help_text)
         else:
-            kind = _bounded_int(*BASE_WIDTH_RANGE) if name == "base_width" else str
+            kind = int_in(*BASE_WIDTH_RANGE) if name == "base_width" else str
             parser.add_argument(flag, dest=name, type=kind, help=help_text)
     parser.add_argument("--model-arg", dest="model_arg", type=_model_arg, action="append",
                         metavar="KEY=VALUE", help="any other model keyword argument (repeatable)")  # fmt: skip
     parser.add_argument("--synthetic-length", dest="synthetic_length",
-                        type=_bounded_int(1, MAX_SYNTHETIC_LENGTH),
+                        type=int_in(1, MAX_SYNTHETIC_LENGTH),
                         help="images in the synthetic train split")  # fmt: skip
 
 

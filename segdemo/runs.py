@@ -8,7 +8,8 @@ writes there (``progress.jsonl``, ``last.safetensors``, ``best.safetensors``) pl
 
 The process is started in its own session, so closing a browser tab, reloading the page or
 stopping Streamlit does not stop it; a page finds it again by listing ``runs_dir``. Its
-status is read from the files and the pid, never from memory:
+status is read from the files and the run folder's lock (held by the trainer for its
+lifetime, see ``segdemo.files.RUN_LOCK_FILE``), never from memory:
 
 ``starting``  the process runs but has not reported its first event yet;
 ``running``   training or evaluating;
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from segdemo.config import TrainConfig, to_arguments
-from segdemo.files import atomic_write_bytes
+from segdemo.files import RUN_LOCK_FD_ENV, atomic_write_bytes, run_lock_holder, take_run_lock
 from segdemo.train import read_progress
 
 RUN_FILE = "run.json"
@@ -101,36 +102,21 @@ def train_arguments(config: TrainConfig) -> list[str]:
     return to_arguments(config)
 
 
-def _pid_alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a live segdemo process.
+def run_alive(run_dir: str | Path) -> bool:
+    """Whether a process trains in ``run_dir`` now: its lock is held
+    (``segdemo.files.RUN_LOCK_FILE``). The OS releases the lock when the process ends, so
+    a killed run, a restarted machine or a pid reused by another program never keeps a
+    run "running"; a folder from before the lock existed reads as not alive."""
+    _reap_children()
+    return run_lock_holder(run_dir) is not None
 
-    A zombie child is reaped and counts as gone; so does a pid that the system has given
-    to another program since (after a restart, say), which would otherwise look like a
-    run that never ends and block new ones.
-    """
-    if not pid:
-        return False
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)  # reaps it if it is our finished child
-        if done == pid:
-            return False
-    except ChildProcessError:
-        pass  # not our child: ask the kernel below
-    except OSError:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = Path(f"/proc/{pid}")
-    with contextlib.suppress(OSError):  # Linux; elsewhere the pid alone decides
-        # "pid (comm) S ...": a zombie (Z) or dead (X) process is not training any more.
-        if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-            return False
-        return b"segdemo" in (proc / "cmdline").read_bytes()
-    return True
+
+# Trainers this process started: polled so that a finished one does not stay a zombie.
+_CHILDREN: list[subprocess.Popen] = []
+
+
+def _reap_children() -> None:
+    _CHILDREN[:] = [child for child in _CHILDREN if child.poll() is None]
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -161,14 +147,25 @@ def _start_lock(runs_dir: Path):
 
 
 def _launch(run_dir: Path, args: list[str]) -> subprocess.Popen:
+    """Start the trainer holding ``run_dir``'s lock from its first instant: the lock is
+    taken here and its file passed to the process, which keeps it for its lifetime.
+
+    Raises:
+        RunAlreadyActive: another process holds the folder's lock.
+    """
+    lock = take_run_lock(run_dir)
+    if lock is None:
+        holder = run_lock_holder(run_dir) or "another process"
+        raise RunAlreadyActive(f"{run_dir.name} is in use by a training process ({holder})")
     command = [sys.executable, "-m", "segdemo", "train", *args]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p
     )
     env["PYTHONUNBUFFERED"] = "1"
-    with (run_dir / LOG_FILE).open("ab") as log:
-        return subprocess.Popen(
+    env[RUN_LOCK_FD_ENV] = str(lock.fileno())
+    with lock, (run_dir / LOG_FILE).open("ab") as log:
+        process = subprocess.Popen(
             command,
             cwd=run_dir,
             env=env,
@@ -177,7 +174,10 @@ def _launch(run_dir: Path, args: list[str]) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a reload or Ctrl-C of Streamlit does not reach it
             close_fds=True,
+            pass_fds=(lock.fileno(),),
         )
+    _CHILDREN.append(process)
+    return process
 
 
 def check_data(config: TrainConfig) -> None:
@@ -345,7 +345,7 @@ def get_run(run_dir: str | Path) -> RunInfo:
         status = "stopped" if kinds["end"].get("status") == "stopped" else "finished"
     elif "failed" in kinds:
         status, error = "failed", kinds["failed"].get("error")
-    elif _pid_alive(pid):
+    elif run_alive(run_dir):
         status = "starting" if not attempt else "running"
         if (run_dir / STOP_FILE).exists():
             status = "stopping"

@@ -19,6 +19,7 @@ What each number is:
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import platform
@@ -37,6 +38,7 @@ from segdemo import runtime, stats  # noqa: E402
 from segdemo.bench import interleaved_median_ms  # noqa: E402
 from segdemo.checkpoints import load_checkpoint  # noqa: E402
 from segdemo.evaluate import Evaluation, evaluate_checkpoint_per_image  # noqa: E402
+from segdemo.files import atomic_write_bytes  # noqa: E402
 from segdemo.inference import predict_logits, prepare_model  # noqa: E402
 from segdemo.models import forward_kwargs, inference_settings, model_info  # noqa: E402
 from segdemo.runs import format_duration, training_seconds  # noqa: E402
@@ -394,9 +396,22 @@ def _training_lines(result: dict) -> list[str]:
             f"{len(result['runs'])} runs: {format_duration(timing['total_s'])}."]  # fmt: skip
 
 
+def spread_over(result: dict) -> str:
+    """``"mean ± std over 3 seeds"``, counting the seeds that have finished: a report
+    written while the study trains stands on fewer than the study's seeds."""
+    finished: dict[str, int] = {m["name"]: 0 for m in result["models"]}
+    for run in result["runs"]:
+        finished[run["model"]] = finished.get(run["model"], 0) + 1
+    counts = sorted({n for n in finished.values() if n})
+    if counts == [1]:
+        return "one seed per model so far (no spread yet)"
+    if len(counts) == 1:
+        return f"mean ± std over {counts[0]} seeds"
+    return f"mean ± std over each model's finished seeds ({counts[0]} to {counts[-1]})"
+
+
 def write_markdown(result: dict, figures: list[str], relative: str) -> str:
     road = result["label_set"] == "road"
-    seeds = len(result["seeds"])
     lines = [
         f"# Study: {result['study']}",
         "",
@@ -404,7 +419,7 @@ def write_markdown(result: dict, figures: list[str], relative: str) -> str:
         "",
         f"Every model trained the same way ({_train_line(result['train'])}), with seeds "
         f"{', '.join(map(str, result['seeds']))}; scored with its final weights on the "
-        f"{result['images']} val images. mean ± std over {seeds} seeds; differences are "
+        f"{result['images']} val images. {spread_over(result)}; differences are "
         f"paired on the same images and averaged over seeds, with a 95% bootstrap interval "
         f"over the images ({result['bootstrap']['resamples']} resamples). Latency: batch 1 "
         f"at the training size, {result['device']}.",
@@ -490,6 +505,13 @@ def figure_differences(result: dict) -> list[dict]:
     return result["differences"] + [c for c in result["claims"] if (c["a"], c["b"]) not in shown]
 
 
+def _save(fig, path: Path) -> None:
+    """A figure as a PNG, written atomically (a page reading it never sees half a file)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue(), durable=False)
+
+
 def _figures(result: dict, folder: Path) -> list[str]:
     written = []
     entries = result["entries"]
@@ -499,11 +521,11 @@ def _figures(result: dict, folder: Path) -> list[str]:
         stds = [e["miou_std"] or 0 for e in entries]
         ax.barh([e["name"] for e in entries], means, xerr=stds, color="#4c72b0", capsize=3)
         ax.invert_yaxis()
-        ax.set_xlabel(f"val mIoU, mean ± std over {len(result['seeds'])} seeds")
+        ax.set_xlabel(f"val mIoU, {spread_over(result)}")
         low, high = (min(means) * 0.9, max(means) * 1.05) if means else (0.0, 1.0)
         ax.set_xlim(low, high if high > low else low + 0.01)  # all-zero means: a sliver
         fig.tight_layout()
-        fig.savefig(folder / "miou.png", dpi=110)
+        _save(fig, folder / "miou.png")
         plt.close(fig)
         written.append("miou.png")
     diffs = figure_differences(result)
@@ -527,7 +549,7 @@ def _figures(result: dict, folder: Path) -> list[str]:
         # above the axes, where no point can hide under it
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
         fig.tight_layout()
-        fig.savefig(folder / "differences.png", dpi=110)
+        _save(fig, folder / "differences.png")
         plt.close(fig)
         written.append("differences.png")
     pruned = [row for row in result["levels"] if row["mode"] is not None and "latency_ms" in row]
@@ -547,7 +569,7 @@ def _figures(result: dict, folder: Path) -> list[str]:
         ax.set_ylabel("val mIoU (mean ± std over seeds)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(folder / "levels.png", dpi=110)
+        _save(fig, folder / "levels.png")
         plt.close(fig)
         written.append("levels.png")
     if result["curves"]:
@@ -562,7 +584,7 @@ def _figures(result: dict, folder: Path) -> list[str]:
         right.set(xlabel="epoch", ylabel="val mIoU (one line per seed)")
         right.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(folder / "curves.png", dpi=110)
+        _save(fig, folder / "curves.png")
         plt.close(fig)
         written.append("curves.png")
     return written
@@ -579,8 +601,8 @@ def write_study_report(
     folder = report_dir / study.name
     folder.mkdir(parents=True, exist_ok=True)
     figures = _figures(result, folder)
-    (folder / "study.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    atomic_write_bytes(folder / "study.json", (json.dumps(result, indent=1) + "\n").encode())
     markdown = report_dir / f"{study.name}.md"
-    markdown.write_text(write_markdown(result, figures, study.name), encoding="utf-8")
+    atomic_write_bytes(markdown, write_markdown(result, figures, study.name).encode("utf-8"))
     result["written"] = ", ".join(str(p) for p in (markdown, folder / "study.json"))
     return result

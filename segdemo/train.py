@@ -25,7 +25,6 @@ temporary files of an interrupted write are removed on the next start.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -45,12 +44,13 @@ from segdemo import checkpoints, runtime
 from segdemo.config import TrainConfig, parse_head_weights
 from segdemo.distributed import DistInfo, ResumableSampler, agree, barrier, init_distributed
 from segdemo.ema import WeightAverage
+from segdemo.files import RUN_LOCK_FILE, check_output_folder, run_lock_holder, take_run_lock
 from segdemo.losses import SegmentationLoss, head_weights
 
 Event = dict[str, Any]
 Callback = Callable[[Event], None]
 LAST, BEST = "last.safetensors", "best.safetensors"
-LOCK_FILE = ".train.lock"
+LOCK_FILE = RUN_LOCK_FILE
 
 __all__ = ["TrainConfig", "fit", "lr_factor", "read_progress"]
 
@@ -236,23 +236,20 @@ class StopFlag:
 @contextlib.contextmanager
 def run_folder(out: Path, is_main: bool):
     """Own ``out`` for the life of the run: refuse a file, take the folder's lock (a
-    second process training into it stops at once), remove what a killed write left."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a run folder")
+    second process training into it stops at once; see ``segdemo.files.RUN_LOCK_FILE``),
+    remove what a killed write left."""
+    check_output_folder(out)
     if not is_main:
         yield
         return
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / LOCK_FILE).open("a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            owner = lock.read().strip() or "another process"
-            raise ValueError(
-                f"{out} is in use by a training process ({owner}); wait for it to end or "
-                "give another --out"
-            ) from None
+    lock = take_run_lock(out)
+    if lock is None:
+        holder = run_lock_holder(out) or "another process"
+        raise ValueError(
+            f"{out} is in use by a training process ({holder}); wait for it to end or give "
+            "another --out"
+        )
+    with lock:
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()}")
@@ -404,6 +401,8 @@ def build_run(config: TrainConfig) -> Run:
     precision = runtime.resolve_precision(config.precision, device)
     _seed_everything(config.seed + dist_info.rank)
     label_set = get_label_set(config.label_set)
+    checkpoints.check_model_size(config.model, label_set.num_classes, config.model_kwargs,
+                                 config.size, "this run")  # fmt: skip
     model = create_model(config.model, label_set.num_classes, **config.model_kwargs)
     if config.init_from:
         _load_initial_weights(model, config)

@@ -114,26 +114,31 @@ def no_checkpoints(tmp_path, monkeypatch) -> None:
 
 @pytest.fixture
 def trainer_stand_in():
-    """The pid of a live process whose command line names segdemo, as a training run's
-    does: a run folder pointing at it is "running" (segdemo.runs checks both)."""
+    """``hold(run_dir)``: starts a process that holds ``run_dir``'s lock as a trainer does
+    for its lifetime (so the run is alive, see segdemo.runs.run_alive) and returns its pid."""
     import subprocess
     import sys
-    import time
-    from pathlib import Path
 
-    process = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(900)", "segdemo", "train", "(stand-in)"]
-    )
-    # Under load /proc can show the forked parent's command line for a moment: wait until
-    # the process is visibly the stand-in, as segdemo.runs checks it.
-    cmdline, deadline = Path(f"/proc/{process.pid}/cmdline"), time.time() + 30
-    while time.time() < deadline:
-        if cmdline.exists() and b"(stand-in)" in cmdline.read_bytes():
-            break
-        time.sleep(0.02)
-    yield process.pid
-    process.kill()
-    process.wait()
+    from segdemo.files import take_run_lock
+
+    processes = []
+
+    def hold(run_dir) -> int:
+        lock = take_run_lock(run_dir)
+        assert lock is not None, f"{run_dir} is already held"
+        with lock:
+            process = subprocess.Popen(
+                [sys.executable, "-c", "import time; time.sleep(900)"], pass_fds=(lock.fileno(),)
+            )
+            lock.write(f"pid {process.pid}")  # as the trainer says who it is
+            lock.flush()
+        processes.append(process)
+        return process.pid
+
+    yield hold
+    for process in processes:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture

@@ -69,7 +69,7 @@ def test_start_follow_and_finish_a_tiny_run(no_checkpoints, fill_tiny_train_form
 
 
 def _fake_active_run(runs_dir: Path, pid: int, run_id: str = "20250101-000000-unet") -> Path:
-    """A run folder whose process ``pid`` is alive, midway through its first epoch."""
+    """A run folder midway through its first epoch (alive once a process holds its lock)."""
     run_dir = runs_dir / run_id
     run_dir.mkdir(parents=True)
     now = time.time()
@@ -89,7 +89,8 @@ def _fake_active_run(runs_dir: Path, pid: int, run_id: str = "20250101-000000-un
 def test_stop_button_and_single_run_guard(no_checkpoints, trainer_stand_in):
     from segdemo_app import common
 
-    run_dir = _fake_active_run(common.RUNS_DIR, trainer_stand_in)
+    run_dir = _fake_active_run(common.RUNS_DIR, 12345)
+    trainer_stand_in(run_dir)
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     at.run()
     assert not at.exception

@@ -133,12 +133,14 @@ def test_format_duration():
 
 
 def test_list_runs_statuses(tmp_path, trainer_stand_in):
-    alive, gone = trainer_stand_in, _gone_pid()
+    alive, gone = 12345, _gone_pid()
     finished = [START, _step(10, 1.0, 1002.0), _epoch(2, 10, 0.5, 1003.0),
                 {"event": "end", "status": "finished", "time": 1004.0}]  # fmt: skip
     _write_run(tmp_path / "a-finished", gone, finished, launched=1000.0)
     _write_run(tmp_path / "b-running", alive, [START, _step(2, 3.0, 1002.0)], launched=1000.5)
     _write_run(tmp_path / "c-starting", alive, [], launched=1001.0)
+    trainer_stand_in(tmp_path / "b-running")
+    trainer_stand_in(tmp_path / "c-starting")
     _write_run(tmp_path / "d-dead", gone, [START, _step(5, 2.0, 1005.0),
                                            _epoch(1, 5, 0.3, 1006.0)], launched=1001.5)  # fmt: skip
     (tmp_path / "d-dead" / "last.safetensors").write_bytes(b"")
@@ -177,26 +179,95 @@ def test_list_runs_statuses(tmp_path, trainer_stand_in):
 
 def test_resumed_run_is_starting_until_its_new_start_event(tmp_path, trainer_stand_in):
     events = [START, _step(3, 2.0, 1003.0), {"event": "end", "status": "stopped", "time": 1004.0}]
-    _write_run(tmp_path / "r", trainer_stand_in, events, launched=2000.0)  # relaunched later
+    _write_run(tmp_path / "r", 12345, events, launched=2000.0)  # relaunched later
+    trainer_stand_in(tmp_path / "r")
     assert runs.get_run(tmp_path / "r").status == "starting"
 
 
-def test_zombie_child_and_reused_pid_count_as_gone(trainer_stand_in):
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = time.time() + 60
-    while time.time() < deadline and Path(f"/proc/{process.pid}").exists():
-        state = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            break
+def test_a_run_is_alive_while_its_lock_is_held_whatever_runs_under_its_pid(
+    tmp_path, trainer_stand_in
+):
+    run_dir = tmp_path / "segdemo" / "r"
+    _write_run(run_dir, os.getpid(), [START, _step(2, 3.0, 1002.0)])
+    # A live process under the recorded pid, started from a folder named segdemo with
+    # "segdemo train" in its command line (a venv inside a checkout named segdemo): the
+    # run is still not alive, since nothing holds its lock.
+    venv_python = tmp_path / "segdemo" / ".venv" / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.symlink_to(sys.executable)
+    impostor = subprocess.Popen(
+        [str(venv_python), "-c", "import time; time.sleep(60)", "-m", "segdemo", "train"],
+        cwd=tmp_path / "segdemo",
+    )
+    try:
+        meta = json.loads((run_dir / runs.RUN_FILE).read_text())
+        (run_dir / runs.RUN_FILE).write_text(json.dumps({**meta, "pid": impostor.pid}))
+        assert not runs.run_alive(run_dir)
+        assert runs.get_run(run_dir).status == "dead"
+    finally:
+        impostor.kill()
+        impostor.wait()
+    holder = trainer_stand_in(run_dir)
+    assert runs.run_alive(run_dir)
+    assert runs.get_run(run_dir).status == "running"
+    os.kill(holder, 9)  # the OS releases the lock of a killed process
+    deadline = time.time() + 30
+    while runs.run_alive(run_dir) and time.time() < deadline:
         time.sleep(0.05)
-    assert not runs._pid_alive(process.pid)
-    assert runs._pid_alive(trainer_stand_in)
-    # A live process that is not segdemo (the pid was given to another program since).
-    assert not runs._pid_alive(os.getpid())
+    assert runs.get_run(run_dir).status == "dead"
+
+
+def test_a_folder_without_a_lock_file_reads_from_its_events(tmp_path):
+    """Run folders from before the lock: finished, stopped, dead, as their files say."""
+    _write_run(tmp_path / "old", _gone_pid(), [START, _step(2, 3.0, 1002.0)])
+    assert not (tmp_path / "old" / ".train.lock").exists()
+    assert runs.get_run(tmp_path / "old").status == "dead"
+    assert not (tmp_path / "old" / ".train.lock").exists()  # looking creates nothing
+
+
+def test_a_passed_lock_is_adopted_by_the_process_it_was_passed_to(tmp_path):
+    from segdemo import files
+
+    run_dir = tmp_path / "r"
+    lock = files.take_run_lock(run_dir)
+    with lock:
+        child = subprocess.Popen(
+            [sys.executable, "-c",
+             "import os, sys, time\n"
+             "from segdemo.files import take_run_lock\n"
+             "lock = take_run_lock(sys.argv[1], wait_s=0)\n"
+             "print('adopted' if lock is not None else 'refused', flush=True)\n"
+             "time.sleep(60)", str(run_dir)],
+            env={**os.environ, files.RUN_LOCK_FD_ENV: str(lock.fileno())},
+            pass_fds=(lock.fileno(),), stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    try:
+        assert child.stdout.readline().strip() == "adopted"
+        assert runs.run_alive(run_dir)
+        # A second trainer is refused: the lock is the child's.
+        assert files.take_run_lock(run_dir, wait_s=0) is None
+    finally:
+        child.kill()
+        child.wait()
+    assert not runs.run_alive(run_dir)
+
+
+@pytest.mark.slow
+def test_a_launched_trainer_is_alive_from_its_first_instant_and_keeps_its_lock(tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    process = runs._launch(run_dir, ["--data", str(tmp_path / "nope"), "--out", str(run_dir)])
+    assert runs.run_alive(run_dir)  # before the trainer has even imported torch
+    assert process.wait(timeout=300) == 2
+    assert not runs.run_alive(run_dir)
+    log = (run_dir / runs.LOG_FILE).read_text()
+    # It adopted the lock it was given: refused for the data, not as a busy folder.
+    assert "error: dataset folder" in log and "in use" not in log, log
 
 
 def test_stop_run_writes_stop_and_status_is_stopping(tmp_path, trainer_stand_in):
-    _write_run(tmp_path / "r", trainer_stand_in, [START, _step(2, 3.0, 1002.0)])
+    _write_run(tmp_path / "r", 12345, [START, _step(2, 3.0, 1002.0)])
+    trainer_stand_in(tmp_path / "r")
     runs.stop_run(tmp_path / "r")
     assert (tmp_path / "r" / "STOP").is_file()
     assert runs.get_run(tmp_path / "r").status == "stopping"
@@ -205,17 +276,25 @@ def test_stop_run_writes_stop_and_status_is_stopping(tmp_path, trainer_stand_in)
 # --------------------------------------------------------------------------- starting
 
 
-def test_single_run_guard(tmp_path, monkeypatch, trainer_stand_in):
-    class FakeProcess:
-        pid = trainer_stand_in
+class _FakeProcess:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
 
-    launched = []
-    monkeypatch.setattr(runs, "_launch", lambda run_dir, args: launched.append(args) or FakeProcess)
+
+def test_single_run_guard(tmp_path, monkeypatch, trainer_stand_in):
+    launched, pids = [], []
+
+    def launch(run_dir, args):
+        launched.append(args)
+        pids.append(trainer_stand_in(run_dir))
+        return _FakeProcess(pids[-1])
+
+    monkeypatch.setattr(runs, "_launch", launch)
     config = TrainConfig(data="synthetic", model="unet", model_kwargs={"base_width": 4})
     first = runs.start_run(config, tmp_path)
     assert first.status == "starting" and first.active
     meta = json.loads((first.path / runs.RUN_FILE).read_text())
-    assert meta["pid"] == trainer_stand_in and meta["command"][1:4] == ["-m", "segdemo", "train"]
+    assert meta["pid"] == pids[0] and meta["command"][1:4] == ["-m", "segdemo", "train"]
     assert meta["args"][-3:] == ["--out", str(first.path.resolve()), "--quiet"]
 
     with pytest.raises(runs.RunAlreadyActive, match=first.run_id):
@@ -269,11 +348,14 @@ def test_train_arguments_round_trip_through_the_cli():
 
 
 def test_resume_run_relaunches_with_resume(tmp_path, monkeypatch, trainer_stand_in):
-    class FakeProcess:
-        pid = trainer_stand_in
+    launched, pids = [], []
 
-    launched = []
-    monkeypatch.setattr(runs, "_launch", lambda run_dir, args: launched.append(args) or FakeProcess)
+    def launch(run_dir, args):
+        launched.append(args)
+        pids.append(trainer_stand_in(run_dir))
+        return _FakeProcess(pids[-1])
+
+    monkeypatch.setattr(runs, "_launch", launch)
     stopped = [START, _step(3, 2.0, 1003.0), {"event": "end", "status": "stopped", "time": 1004.0}]
     _write_run(tmp_path / "r", _gone_pid(), stopped)
     with pytest.raises(FileNotFoundError, match="last.safetensors"):
@@ -282,7 +364,7 @@ def test_resume_run_relaunches_with_resume(tmp_path, monkeypatch, trainer_stand_
     (tmp_path / "r" / runs.STOP_FILE).write_text("")
     info = runs.resume_run(tmp_path / "r")
     assert launched == [["--model", "unet", "--resume"]]
-    assert info.status == "starting" and info.pid == trainer_stand_in
+    assert info.status == "starting" and info.pid == pids[0]
     assert not (tmp_path / "r" / runs.STOP_FILE).exists()
     with pytest.raises(runs.RunAlreadyActive):
         runs.resume_run(tmp_path / "r")

@@ -205,7 +205,7 @@ TRAIN = ["train", "--data", "synthetic", "--synthetic-length", "8", "--size", "3
         (["--model", "nonexistent"], "unknown model 'nonexistent'"),
         (["--label-set", "kitti"], "unknown label set 'kitti'"),
         (["--scale-range", "2,1"], "--scale-range must be MIN,MAX"),
-        (["--out", "__FILE__"], "is a file, not a run folder"),
+        (["--out", "__FILE__"], "is a file, not a folder"),
         (["--resume", "--out", "__EMPTY__"], "cannot resume"),
     ],
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from segdemo.config import parse_size
+from segdemo.cli.evaluation import MAX_BATCH
+from segdemo.config import float_in, int_in, parse_input_size
 
 TRAIN_MODELS = (
     "unet",
@@ -72,9 +73,11 @@ def add_parsers(sub) -> None:
     be.add_argument("--ckpt", action="append", metavar="FILE",
                     help="time a checkpoint at every setting (repeatable; at its own input "
                          "size unless --size)")  # fmt: skip
-    be.add_argument("--size", type=parse_size, help="HxW (default 256x512; 256x256 with --train)")
-    be.add_argument("--batch", type=int, default=8)
-    be.add_argument("--repeats", type=int, default=10)
+    be.add_argument(
+        "--size", type=parse_input_size, help="HxW (default 256x512; 256x256 with --train)"
+    )
+    be.add_argument("--batch", type=int_in(1, MAX_BATCH), default=8)
+    be.add_argument("--repeats", type=int_in(1, 10_000), default=10)
     be.add_argument("--device", default="cpu")
     be.add_argument("--json", action="store_true")
     be.add_argument(
@@ -94,14 +97,15 @@ def add_parsers(sub) -> None:
         "every setting on a synthetic drive clip (--size, default 360x640), and the time "
         "from clip to playable WebM with all of them together",
     )  # fmt: skip
-    be.add_argument("--seconds", type=float, default=10.0, help="--video: clip length")
+    be.add_argument("--seconds", type=float_in(0.1, 600), default=10.0,
+                    help="--video: clip length")  # fmt: skip
     be.add_argument(
         "--agreement", action="store_true",
         help="with --ckpt and --data: OpenVINO's masks against torch fp32's on the first "
         "--max-items val photos, per setting (pixels agreeing, mIoU of each)",
     )  # fmt: skip
     be.add_argument("--data", help="--agreement: a dataset root")
-    be.add_argument("--max-items", type=int, default=100, help="--agreement: photos used")
+    be.add_argument("--max-items", type=int_in(1), default=100, help="--agreement: photos used")
     be.add_argument(
         "--engines", default="torch,openvino",
         help="engines to time side by side (comma-separated: torch, openvino, auto); an "

@@ -6,23 +6,34 @@ import argparse
 import json
 import re
 import sys
+from pathlib import Path
 
-from segdemo.config import DEFAULT_RESAMPLES, DEFAULT_SEED
+from segdemo.config import DEFAULT_RESAMPLES, DEFAULT_SEED, int_in
+from segdemo.files import check_output_folder
 from segdemo.shift import SHIFTS
 
-_SETTING = re.compile(r"^(fast|accurate)(?::L?(\d+))?$")
+_SETTING = re.compile(r"^(fast|accurate)(?::L?([1-9]\d?))?$")
+MAX_BATCH = 1024  # images per forward pass
+MAX_RESAMPLES = 100_000  # bootstrap resamples (a resamples x images matrix)
+SEED_RANGE = (0, 2**32 - 1)
+LEVEL_RANGE = (1, 99)
 
 
 def checkpoint_spec(text: str) -> tuple[str, str | None, int | None]:
     """``FILE`` or ``FILE@MODE[:LEVEL]`` (``unetpp.safetensors@fast:3``) -> (path, mode,
-    level); no suffix means the default setting."""
+    level); no suffix means the default setting. A file that exists is itself, ``@`` in
+    its name or not; otherwise the text splits at its last ``@`` if what follows is a
+    setting."""
+    if Path(text).exists():
+        return text, None, None
     path, at, suffix = text.rpartition("@")
     if not at:
         return text, None, None
     match = _SETTING.match(suffix)
     if not match:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: a U-Net++ setting looks like FILE@fast:3 or FILE@accurate (deepest level)"
+            f"{text!r} is not a file, and {suffix!r} is not a U-Net++ setting: one looks like "
+            "FILE@fast:3 or FILE@accurate (deepest level)"
         )
     return path, match.group(1), None if match.group(2) is None else int(match.group(2))
 
@@ -201,6 +212,7 @@ def compare_lines(result: dict) -> list[str]:
 def cmd_report(args) -> int:
     from segdemo.report import build_report
 
+    check_output_folder(args.out)
     report = build_report(
         args.ckpt, args.data, args.out, split=args.split, max_items=args.max_items,
         repeats=args.repeats, qualitative=args.qualitative, with_photos=args.with_photos,
@@ -237,10 +249,11 @@ def add_shift_argument(parser) -> None:
 
 
 def _add_bootstrap(parser) -> None:
-    parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
+    parser.add_argument("--resamples", type=int_in(0, MAX_RESAMPLES), default=DEFAULT_RESAMPLES,
                         help="bootstrap resamples of the images for the 95%% intervals "
                              "(0: no intervals)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="bootstrap seed")
+    parser.add_argument("--seed", type=int_in(*SEED_RANGE), default=DEFAULT_SEED,
+                        help="bootstrap seed")  # fmt: skip
 
 
 def add_parsers(sub) -> None:
@@ -250,9 +263,11 @@ def add_parsers(sub) -> None:
     ev.add_argument("--format", default="auto")
     ev.add_argument("--split", default="val", choices=["train", "val"])
     ev.add_argument("--mode", choices=["fast", "accurate"], help="U-Net++ only")
-    ev.add_argument("--level", type=int, help="U-Net++ pruning level (default: the deepest)")
-    ev.add_argument("--batch", type=int, default=8)
-    ev.add_argument("--max-items", type=int, help="evaluate on the first N images")
+    ev.add_argument(
+        "--level", type=int_in(*LEVEL_RANGE), help="U-Net++ pruning level (default: the deepest)"
+    )
+    ev.add_argument("--batch", type=int_in(1, MAX_BATCH), default=8)
+    ev.add_argument("--max-items", type=int_in(1), help="evaluate on the first N images")
     ev.add_argument("--device", default="auto")
     ev.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     add_engine_argument(ev)
@@ -288,8 +303,8 @@ def add_parsers(sub) -> None:
     cp.add_argument("--data", default="synthetic")
     cp.add_argument("--format", default="auto")
     cp.add_argument("--split", default="val", choices=["train", "val"])
-    cp.add_argument("--batch", type=int, default=8)
-    cp.add_argument("--max-items", type=int, help="evaluate on the first N images")
+    cp.add_argument("--batch", type=int_in(1, MAX_BATCH), default=8)
+    cp.add_argument("--max-items", type=int_in(1), help="evaluate on the first N images")
     cp.add_argument("--device", default="auto")
     cp.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     add_engine_argument(cp)
@@ -304,9 +319,13 @@ def add_parsers(sub) -> None:
     rp.add_argument("--ckpt", action="append", required=True, help="repeat for each model")
     rp.add_argument("--data", default="synthetic")
     rp.add_argument("--split", default="val", choices=["train", "val"])
-    rp.add_argument("--max-items", type=int, help="evaluate on the first N images")
-    rp.add_argument("--repeats", type=int, default=20, help="latency repeats per setting")
-    rp.add_argument("--qualitative", type=int, default=6, help="rows in the qualitative grid")
+    rp.add_argument("--max-items", type=int_in(1), help="evaluate on the first N images")
+    rp.add_argument(
+        "--repeats", type=int_in(1, 10_000), default=20, help="latency repeats per setting"
+    )
+    rp.add_argument(
+        "--qualitative", type=int_in(0, 100), default=6, help="rows in the qualitative grid"
+    )
     rp.add_argument("--with-photos", action="store_true",
                     help="add the photos to the qualitative grid (check the data's licence "
                          "before publishing it)")  # fmt: skip

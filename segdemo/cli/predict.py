@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from segdemo.cli.evaluation import add_engine_argument, add_tta_argument
+from segdemo.cli.evaluation import LEVEL_RANGE, add_engine_argument, add_tta_argument
+from segdemo.config import float_in, int_in
+from segdemo.files import check_output_file, check_output_folder
 
 
 def cmd_predict(args) -> int:
@@ -17,6 +18,7 @@ def cmd_predict(args) -> int:
     from segdemo.models import pruning_levels
     from segdemo.tta import TTA
 
+    out = check_output_folder(args.out)
     paths, keep = iter_inputs(args.images)
     stems = output_stems(paths, keep)
     ckpt = load_checkpoint(args.ckpt)
@@ -30,7 +32,6 @@ def cmd_predict(args) -> int:
     segmenter = Segmenter(ckpt.path.stem, model, ckpt.input_size, ckpt.label_set, device,
                           precision, mode, level, TTA.parse(args.tta))  # fmt: skip
     segmenter.forward_kwargs()  # a level the model does not have fails here, before any work
-    out = Path(args.out)
     failures = 0
     for image_path, stem in zip(paths, stems, strict=True):
         try:
@@ -57,6 +58,12 @@ def cmd_export(args) -> int:
         raise ValueError(
             "export needs at least one of --onnx, --openvino, --safetensors, --pretrained-dir"
         )
+    for flag, target in (("--onnx", args.onnx), ("--safetensors", args.safetensors)):
+        if target:
+            check_output_file(target, flag)
+    for flag, folder in (("--openvino", args.openvino), ("--pretrained-dir", args.pretrained_dir)):
+        if folder:
+            check_output_folder(folder, flag)
     if args.safetensors:
         path = export.export_safetensors(args.ckpt, args.safetensors, fp16=args.fp16)
         print(f"wrote {path}")
@@ -85,8 +92,11 @@ def add_parsers(sub) -> None:
     pr.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR")
     pr.add_argument("--out", required=True)
     pr.add_argument("--mode", choices=["fast", "accurate"])
-    pr.add_argument("--level", type=int, help="U-Net++ pruning level (default: the deepest)")
-    pr.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    pr.add_argument(
+        "--level", type=int_in(*LEVEL_RANGE), help="U-Net++ pruning level (default: the deepest)"
+    )
+    pr.add_argument("--alpha", type=float_in(0.0, 1.0), default=0.5,
+                    help="overlay opacity, 0 (photo only) to 1 (mask only)")  # fmt: skip
     pr.add_argument("--device", default="auto")
     pr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     add_engine_argument(pr)
@@ -102,7 +112,9 @@ def add_parsers(sub) -> None:
                     help="write OpenVINO IR (.xml + .bin, fp32) into DIR (needs openvino)")  # fmt: skip
     ex.add_argument("--mode", choices=["fast", "accurate"],
                     help="U-Net++ setting for ONNX/OpenVINO (the graph is pruned to it)")  # fmt: skip
-    ex.add_argument("--level", type=int, help="U-Net++ pruning level (default: the deepest)")
+    ex.add_argument(
+        "--level", type=int_in(*LEVEL_RANGE), help="U-Net++ pruning level (default: the deepest)"
+    )
     ex.add_argument("--safetensors", help="write a weights-only copy (no optimizer state)")
     ex.add_argument("--fp16", action="store_true", help="with --safetensors: fp16 storage")
     ex.add_argument("--pretrained-dir", help="smp models: smp's save_pretrained folder")

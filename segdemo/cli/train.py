@@ -7,7 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from segdemo.config import add_train_arguments
+from segdemo.config import add_train_arguments, int_in
+from segdemo.files import RUN_LOCK_FD_ENV, check_output_folder, run_lock_holder
 
 
 def _number(value: float | None) -> str:
@@ -54,13 +55,30 @@ class _ConsoleProgress:
                 print(f"stopped ({event['reason']}) at step {event['step']}; --resume continues")
 
 
+def _check_out_is_free(out: str) -> None:
+    """Refuse a file or a folder another trainer holds before loading anything heavy
+    (``fit`` checks again under the lock)."""
+    check_output_folder(out)
+    launched_with_lock = RUN_LOCK_FD_ENV in os.environ  # segdemo.runs holds it for us
+    if int(os.environ.get("RANK", "0")) == 0 and not launched_with_lock:
+        holder = run_lock_holder(out)
+        if holder is not None:
+            raise ValueError(
+                f"{out} is in use by a training process ({holder}); wait for it to end or "
+                "give another --out"
+            )
+
+
 def cmd_train(args) -> int:
-    from segdemo.checkpoints import CheckpointError, read_metadata
     from segdemo.config import TrainConfig, values_from_arguments
-    from segdemo.train import fit
 
     values = values_from_arguments(vars(args))
     values.setdefault("out", str(Path("runs") / values.get("model", TrainConfig.model)))
+    _check_out_is_free(values["out"])
+
+    from segdemo.checkpoints import CheckpointError, read_metadata
+    from segdemo.train import fit
+
     if args.resume:
         last = Path(values["out"]) / "last.safetensors"
         if not last.is_file():
@@ -92,6 +110,9 @@ def cmd_train(args) -> int:
 def cmd_study(args) -> int:
     from segdemo.study import load_study, run_study
 
+    check_output_folder(args.out)
+    if args.report:
+        check_output_folder(args.report, "--report")
     study = load_study(args.study)
     if args.report:
         from segdemo.study_report import write_study_report
@@ -122,7 +143,9 @@ def add_study_parser(sub) -> None:
     st.add_argument("--data", help="dataset folder (default for --report: each run's own)")
     st.add_argument("--out", required=True, help="folder of the study's runs")
     st.add_argument("--report", metavar="DIR", help="write the report to DIR instead of training")
-    st.add_argument("--max-items", type=int, help="--report: evaluate on the first N val images")
+    st.add_argument(
+        "--max-items", type=int_in(1), help="--report: evaluate on the first N val images"
+    )
     st.add_argument("--quiet", action="store_true", help="no progress bar")
     st.set_defaults(func=cmd_study)
 

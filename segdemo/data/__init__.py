@@ -24,6 +24,7 @@ from segdemo.data.formats import (
     SegmentationDataset,
     SyntheticDataset,
     detect_format,
+    not_a_dataset_folder,
 )
 from segdemo.data.inspection import class_frequencies, format_inspection, inspect_dataset
 from segdemo.labels import LabelSet, get_label_set
@@ -92,7 +93,7 @@ def open_dataset(
     if fmt not in FORMATS:
         raise ValueError(f"unknown dataset format {fmt!r}; valid: auto, {', '.join(FORMATS)}")
     if fmt != "synthetic" and str(root) != "synthetic" and not Path(root).is_dir():
-        raise ValueError(f"dataset folder {root} does not exist")
+        raise not_a_dataset_folder(root)
     cls = FORMATS[fmt]
     try:
         return cls(root, split, get_label_set(label_set), size, augment, normalization, **options)

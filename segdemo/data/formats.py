@@ -588,6 +588,13 @@ FORMATS: dict[str, type[SegmentationDataset]] = {
 }
 
 
+def not_a_dataset_folder(root: str | Path) -> ValueError:
+    """The refusal of a dataset argument that is not a folder: missing, or a file."""
+    if Path(root).exists():
+        return ValueError(f"{root} is a file, not a dataset folder")
+    return ValueError(f"dataset folder {root} does not exist")
+
+
 def detect_format(root: str | Path) -> str:
     """Guess the format of ``root`` from its folder layout.
 
@@ -598,7 +605,7 @@ def detect_format(root: str | Path) -> str:
         return "synthetic"
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"dataset folder {root} does not exist")
+        raise not_a_dataset_folder(root)
     if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
         return "cityscapes"
     base = kitti_base(root)
