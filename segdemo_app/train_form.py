@@ -48,8 +48,11 @@ def setting_input(name: str, container=st, *, value: Any = None, **options) -> A
     """A widget for ``TrainConfig`` field ``name``; returns the value to pass to it.
 
     ``value`` overrides the field's default as the widget's starting value; ``options``
-    go to the widget (``disabled``, ``min_value``, ...). Numbers that may be unset take
-    0 for "not set"; pairs are typed as text (``256x256``, ``0.5,2.0``).
+    go to the widget (``disabled``, ``min_value``, ...). Numbers take the field's declared
+    range as the widget's bounds (``segdemo.config.setting``); numbers that may be unset
+    take 0 for "not set"; pairs are typed as text (``256x256``, ``0.5,2.0``). What the
+    widgets cannot bound (a number above 0, a pair) is checked when the page builds the
+    ``TrainConfig``, by the same declared fields.
     """
     field = FIELDS[name]
     meta = field.metadata
@@ -64,17 +67,23 @@ def setting_input(name: str, container=st, *, value: Any = None, **options) -> A
         # The flag says how to turn it off; the box says what it does.
         text = "Augment (flips, random crops, colour changes)" if name == "augment" else label(name)
         return container.checkbox(text, value=bool(start), key=key, **options)
+    low, high = meta.get("minimum"), meta.get("maximum")
     if kind in ("int", "int | None"):
         optional = kind.endswith("None")
         number = container.number_input(
             label(name) + (" (0 = not set)" if optional else ""), value=int(start or 0),
-            min_value=0 if optional else options.pop("min_value", 0), step=1, key=key,
-            help=help_text, **options,
+            min_value=0 if optional else options.pop("min_value", int(low or 0)),
+            max_value=None if high is None else int(high), step=1, key=key, help=help_text,
+            **options,
         )  # fmt: skip
         return (int(number) or None) if optional else int(number)
     if kind == "float":
-        return float(container.number_input(label(name), value=float(start), format="%.6g",
-                                            key=key, help=help_text, **options))  # fmt: skip
+        low = meta.get("above") if low is None else low
+        return float(container.number_input(
+            label(name), value=float(start), format="%.6g", key=key, help=help_text,
+            min_value=None if low is None else float(low),
+            max_value=None if high is None else float(high), **options,
+        ))  # fmt: skip
     text = container.text_input(label(name), value=_text(start), key=key, help=help_text,
                                 **options)  # fmt: skip
     if kind == "str | None":

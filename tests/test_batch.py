@@ -162,3 +162,44 @@ def test_a_model_with_tta_gets_a_folder_of_its_own(tiny_checkpoint):
     assert problems == []
     folders = {name.split("/")[0] for name in zipfile.ZipFile(io.BytesIO(data)).namelist()}
     assert folders == {"tiny_fast-L1", "tiny_fast-L1-TTA-flip-0-75"}
+
+
+def test_names_from_users_never_climb_out_of_a_folder():
+    names = ["../../x.png", "x.png", "/etc/../../passwd.png", "..\\..\\evil.png", "..",
+             ".hidden.png", "a/../../b/c.png", "bad\x00na:me|.png"]  # fmt: skip
+    stems = output_stems(names)
+    assert len(set(stems)) == len(stems)
+    for stem in stems:
+        parts = PurePath(stem).parts
+        assert stem and not PurePath(stem).is_absolute(), stem
+        assert ".." not in parts and not any(p.startswith(".") for p in parts), stem
+        assert "\\" not in stem and "\x00" not in stem and ":" not in stem, stem
+    assert stems[0] in ("x", "x-2") and stems[1] in ("x", "x-2")
+
+
+def test_upload_names_with_dot_dot_make_zip_entries_inside_the_model_folder(tiny_checkpoint):
+    from segdemo.checkpoints import load_checkpoint
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    model, device, precision = prepare_model(ckpt.model, "cpu", "fp32")
+    # A checkpoint renamed to climb too: its folder is data as well.
+    segmenter = Segmenter("..", model, (32, 32), ckpt.label_set, device, precision, None, None)
+    archive, problems = batch_zip(
+        [("../../x.png", photo(16, 16, 0)), ("x.png", photo(16, 16, 1))], [segmenter]
+    )
+    assert problems == []
+    with zipfile.ZipFile(io.BytesIO(archive)) as z:
+        for entry in z.namelist():
+            parts = PurePath(entry).parts
+            assert ".." not in parts and not entry.startswith("/"), entry
+            assert len(parts) == 2, entry  # <model>/<photo>_<kind>.png
+
+
+def test_a_linked_photo_is_named_after_the_link(tmp_path):
+    Image.fromarray(photo(8, 8, 0)).save(tmp_path / "target.png")
+    (tmp_path / "link.png").symlink_to(tmp_path / "target.png")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "inside.png").symlink_to(tmp_path / "target.png")
+    paths, keep = iter_inputs([tmp_path / "link.png", tmp_path / "folder"])
+    assert [p.name for p in paths] == ["link.png", "inside.png"]
+    assert output_stems(paths, keep) == ["link", "inside"]

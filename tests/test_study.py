@@ -206,3 +206,16 @@ def test_a_report_written_while_the_study_trains_lists_the_claims_it_waits_for(t
            "unetpp)." in text  # fmt: skip
     assert "**Partial: 1 of 2 runs have finished** (seeds per model: unet: 0; unetpp: none " \
            "yet)" in text  # fmt: skip
+
+
+def test_a_half_finished_report_counts_the_seeds_that_finished():
+    from segdemo.study_report import spread_over
+
+    models = [{"name": "unet"}, {"name": "unetpp"}]
+    result = {"models": models, "seeds": [0, 1, 2],
+              "runs": [{"model": "unet", "seed": 0}, {"model": "unetpp", "seed": 0}]}  # fmt: skip
+    assert spread_over(result) == "one seed per model so far (no spread yet)"
+    result["runs"].append({"model": "unet", "seed": 1})
+    assert spread_over(result) == "mean ± std over each model's finished seeds (1 to 2)"
+    result["runs"].append({"model": "unetpp", "seed": 1})
+    assert spread_over(result) == "mean ± std over 2 seeds"
