@@ -219,6 +219,21 @@ def spread_text(mean: float | None, std: float | None, scale: float = 1.0, digit
     return text + (f" ± {std * scale:.{digits}f}" if std is not None else "")
 
 
+def spread_over(result: dict) -> str:
+    """``"mean ± std over 3 seeds"`` for a study report (``study.json``), counting the seeds
+    that have finished: a report written while the study trains stands on fewer than the
+    study's seeds."""
+    finished: dict[str, int] = {m["name"]: 0 for m in result["models"]}
+    for run in result["runs"]:
+        finished[run["model"]] = finished.get(run["model"], 0) + 1
+    counts = sorted({n for n in finished.values() if n})
+    if counts == [1]:
+        return "one seed per model so far (no spread yet)"
+    if len(counts) == 1:
+        return f"mean ± std over {counts[0]} seeds"
+    return f"mean ± std over each model's finished seeds ({counts[0]} to {counts[-1]})"
+
+
 def describe_difference(name_a: str, name_b: str, diff: float, ci95: Sequence[float]) -> str:
     """One plain sentence about an mIoU difference ``a - b`` and its 95% interval, in points.
 

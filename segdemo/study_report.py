@@ -396,20 +396,6 @@ def _training_lines(result: dict) -> list[str]:
             f"{len(result['runs'])} runs: {format_duration(timing['total_s'])}."]  # fmt: skip
 
 
-def spread_over(result: dict) -> str:
-    """``"mean ± std over 3 seeds"``, counting the seeds that have finished: a report
-    written while the study trains stands on fewer than the study's seeds."""
-    finished: dict[str, int] = {m["name"]: 0 for m in result["models"]}
-    for run in result["runs"]:
-        finished[run["model"]] = finished.get(run["model"], 0) + 1
-    counts = sorted({n for n in finished.values() if n})
-    if counts == [1]:
-        return "one seed per model so far (no spread yet)"
-    if len(counts) == 1:
-        return f"mean ± std over {counts[0]} seeds"
-    return f"mean ± std over each model's finished seeds ({counts[0]} to {counts[-1]})"
-
-
 def write_markdown(result: dict, figures: list[str], relative: str) -> str:
     road = result["label_set"] == "road"
     lines = [
@@ -419,7 +405,7 @@ def write_markdown(result: dict, figures: list[str], relative: str) -> str:
         "",
         f"Every model trained the same way ({_train_line(result['train'])}), with seeds "
         f"{', '.join(map(str, result['seeds']))}; scored with its final weights on the "
-        f"{result['images']} val images. {spread_over(result)}; differences are "
+        f"{result['images']} val images. {stats.spread_over(result)}; differences are "
         f"paired on the same images and averaged over seeds, with a 95% bootstrap interval "
         f"over the images ({result['bootstrap']['resamples']} resamples). Latency: batch 1 "
         f"at the training size, {result['device']}.",
@@ -521,7 +507,7 @@ def _figures(result: dict, folder: Path) -> list[str]:
         stds = [e["miou_std"] or 0 for e in entries]
         ax.barh([e["name"] for e in entries], means, xerr=stds, color="#4c72b0", capsize=3)
         ax.invert_yaxis()
-        ax.set_xlabel(f"val mIoU, {spread_over(result)}")
+        ax.set_xlabel(f"val mIoU, {stats.spread_over(result)}")
         low, high = (min(means) * 0.9, max(means) * 1.05) if means else (0.0, 1.0)
         ax.set_xlim(low, high if high > low else low + 0.01)  # all-zero means: a sliver
         fig.tight_layout()

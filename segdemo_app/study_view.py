@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from segdemo import charts, runs
-from segdemo.stats import spread_text
+from segdemo.stats import spread_over, spread_text
 from segdemo_app.common import literal_markdown
 
 # The reports that ship with segdemo (docs/study/<study>/study.json), or $SEGDEMO_STUDIES.
@@ -171,7 +171,7 @@ def render_study(result: dict) -> None:
     models = [{"name": e["name"], "miou": e["miou"],
                "miou_ci95": _spread(e["miou"], e["miou_std"])} for e in entries]  # fmt: skip
     st.plotly_chart(
-        charts.miou_intervals(models, title=f"val mIoU, mean ± std over {seeds} seeds"),
+        charts.miou_intervals(models, title=f"val mIoU, {spread_over(result)}"),
         key="study_miou",
     )
     if result["differences"]:
@@ -192,7 +192,7 @@ def render_study(result: dict) -> None:
     if levels:
         st.plotly_chart(
             charts.pruning_tradeoff(
-                levels, title=f"U-Net++ levels: mIoU (± std over {seeds} seeds) vs latency"
+                levels, title=f"U-Net++ levels: mIoU ({spread_over(result)}) vs latency"
             ),
             key="study_levels",
         )

@@ -209,7 +209,7 @@ def test_a_report_written_while_the_study_trains_lists_the_claims_it_waits_for(t
 
 
 def test_a_half_finished_report_counts_the_seeds_that_finished():
-    from segdemo.study_report import spread_over
+    from segdemo.stats import spread_over
 
     models = [{"name": "unet"}, {"name": "unetpp"}]
     result = {"models": models, "seeds": [0, 1, 2],
