@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from segdemo import runtime
+from segdemo.checkpoints import check_model_size
 from segdemo.inference import predict_logits, prepare_model
 from segdemo.models import create_model, list_models
 from segdemo.models.registry import (
@@ -298,6 +299,14 @@ def parse_model_spec(spec: str) -> tuple[str, dict]:
             kwargs[key] = json.loads(value)
         except json.JSONDecodeError:
             kwargs[key] = value
+    from segdemo.checkpoint_schema import check_model_arguments
+    from segdemo.models import model_arguments
+
+    unknown = sorted(set(kwargs) - set(model_arguments(name)))
+    if unknown:
+        raise ValueError(f"--model {spec}: {name} does not take {', '.join(unknown)}")
+    # the rules a checkpoint's model_kwargs follow, so no spec builds what could not load
+    check_model_arguments(name, kwargs, name=lambda key: f"--model {spec}: {key}")
     return name, kwargs
 
 
@@ -336,6 +345,7 @@ def bench_train(
     steps, flops = [], []
     for spec in specs:
         name, kwargs = parse_model_spec(spec)
+        check_model_size(name, num_classes, kwargs, size, f"--model {spec}")
         torch.manual_seed(0)
         model = create_model(name, num_classes, **kwargs).to(device).train()
         if precision == "bf16":

@@ -100,6 +100,8 @@ def setting_input(name: str, container=st, *, value: Any = None, **options) -> A
             return parse_float_pair(text) if text.strip() else None
     except argparse.ArgumentTypeError as e:
         raise ValueError(f"{label(name)}: {e}") from None
+    if kind == "str | None":
+        return text.strip() or None  # an empty box: not set
     return text
 
 

@@ -293,6 +293,23 @@ CASES = {
     "bench-seconds": (["bench", "--video", "{ckpt}", "--seconds", "0"], ["--seconds"]),
     "bench-size": (["bench", "--size", "0x0"], ["--size"]),
     "bench-model": (["bench", "--models", "bogus", "--repeats", "1"], ["bogus"]),
+    "bench-train-spec-text": (
+        ["bench", "--train", "--model", "unet:base_width=x"],
+        ["--model unet:base_width=x", "base_width"],
+    ),
+    "bench-train-spec-huge": (
+        ["bench", "--train", "--model", "unet:base_width=100000"],
+        ["base_width", "at most 128"],
+    ),
+    "bench-train-spec-unknown": (
+        ["bench", "--train", "--model", "unet:bogus=1"],
+        ["does not take", "bogus"],
+    ),
+    "bench-train-spec-model": (["bench", "--train", "--model", "vit"], ["vit"]),
+    "bench-train-spec-too-big": (
+        ["bench", "--train", "--model", "unet:base_width=128", "--size", "4096x4096"],
+        ["TFLOPs"],
+    ),
     "bench-video-missing": (
         ["bench", "--video", "{tmp}/nope.safetensors", "--seconds", "0.2"],
         ["nope.safetensors"],
