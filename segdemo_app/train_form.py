@@ -102,6 +102,13 @@ def setting_input(name: str, container=st, *, value: Any = None, **options) -> A
         raise ValueError(f"{label(name)}: {e}") from None
     if kind == "str | None":
         return text.strip() or None  # an empty box: not set
+    if kind == "float | None":
+        if not text.strip():
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{label(name)}: expected a number, got {text!r}") from None
     return text
 
 
