@@ -210,6 +210,7 @@ CASES = {
         ["compare", "--ckpt", "{ckpt}", "--ckpt", "{ckpt}@fast:3", "--max-items", "1"],
         ["unet"],
     ),  # fmt: skip
+    "compare-resamples": (["compare", "--ckpt", "{ckpt}", "--resamples", "0"], ["--resamples"]),
     "compare-batch": (["compare", "--ckpt", "{ckpt}", "--batch", "-3"], ["--batch"]),
     # report
     "report-out-file": (["report", "--ckpt", "{ckpt}", "--out", "{file}"], ["--out", "a file"]),

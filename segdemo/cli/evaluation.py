@@ -248,10 +248,12 @@ def add_shift_argument(parser) -> None:
     )  # fmt: skip
 
 
-def _add_bootstrap(parser) -> None:
-    parser.add_argument("--resamples", type=int_in(0, MAX_RESAMPLES), default=DEFAULT_RESAMPLES,
-                        help="bootstrap resamples of the images for the 95%% intervals "
-                             "(0: no intervals)")  # fmt: skip
+def _add_bootstrap(parser, paired: bool = False) -> None:
+    """``--resamples`` and ``--seed``; a paired comparison needs at least one resample."""
+    parser.add_argument("--resamples", type=int_in(int(paired), MAX_RESAMPLES),
+                        default=DEFAULT_RESAMPLES,
+                        help="bootstrap resamples of the images for the 95%% intervals"
+                             + ("" if paired else " (0: no intervals)"))  # fmt: skip
     parser.add_argument("--seed", type=int_in(*SEED_RANGE), default=DEFAULT_SEED,
                         help="bootstrap seed")  # fmt: skip
 
@@ -308,7 +310,7 @@ def add_parsers(sub) -> None:
     cp.add_argument("--device", default="auto")
     cp.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     add_engine_argument(cp)
-    _add_bootstrap(cp)
+    _add_bootstrap(cp, paired=True)
     cp.add_argument("--per-image", action="store_true", help="each model's mIoU per image")
     cp.add_argument("--json", action="store_true")
     add_tta_argument(cp)
