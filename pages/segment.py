@@ -512,22 +512,26 @@ def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> N
         "colour mask, overlay and legend (PNG)."
     )
     if st.button("Segment all into a ZIP", key="segment_batch_run"):
+        slot = contextlib.ExitStack()
         try:
             cost = ui.check_batch(photos, segmenters)
+            slot.enter_context(ui.job_slot("the ZIP"))  # ServerBusy, a BudgetExceeded
             ui.session_budget().charge(cost, "the ZIP")
         except (ValueError, BudgetExceeded) as e:
+            slot.close()
             st.error(common.literal_markdown(str(e)), icon=":material/folder_zip:")
             return
-        bar = st.progress(0.0, text="Segmenting…")
-        clock = ui.TimeLeft()
-        archive, problems = batch_zip(
-            [(photo.name, photo.image) for photo in photos],
-            segmenters,
-            alpha,
-            progress=lambda done, total: bar.progress(
-                done / total, text=f"Segmenting: {done} of {total}{clock.text(done, total)}"
-            ),
-        )
+        with slot:
+            bar = st.progress(0.0, text="Segmenting…")
+            clock = ui.TimeLeft()
+            archive, problems = batch_zip(
+                [(photo.name, photo.image) for photo in photos],
+                segmenters,
+                alpha,
+                progress=lambda done, total: bar.progress(
+                    done / total, text=f"Segmenting: {done} of {total}{clock.text(done, total)}"
+                ),
+            )
         bar.empty()
         state["segment_batch"] = {"key": batch_key, "zip": archive, "problems": problems}
     batch = state["segment_batch"]

@@ -65,6 +65,11 @@ MASK_CACHE_MB = 256  # masks a session keeps to redraw at once (uint8 at photo s
 # SessionBudget, which the Segment page keeps per session.
 SESSION_MEGAPIXELS_PER_HOUR = 4000.0
 SESSION_WINDOW_SECONDS = 3600.0
+# Segmenting jobs (a photo by one checkpoint, a ZIP, a video) running at once in the whole
+# server, whatever the sessions: a job waits up to SERVER_WAIT_SECONDS for a free slot,
+# then is refused with a message. With the caps above, this bounds the server's peak.
+SERVER_MAX_JOBS = 2
+SERVER_WAIT_SECONDS = 120.0
 
 
 def _amount(megapixels: float) -> str:
@@ -73,6 +78,10 @@ def _amount(megapixels: float) -> str:
 
 class BudgetExceeded(RuntimeError):
     """The session has used its budget; the message is one sentence for the user."""
+
+
+class ServerBusy(BudgetExceeded):
+    """Every job slot of the server stayed taken; one sentence for the user."""
 
 
 @dataclass

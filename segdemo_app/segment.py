@@ -8,10 +8,12 @@ light images while masks and downloads stay at full size.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import html
 import io
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +79,31 @@ def session_budget() -> limits.SessionBudget:
     """This session's processing budget (``segdemo.limits.SessionBudget``)."""
     init_segment_state()
     return st.session_state["segment_budget"]
+
+
+@st.cache_resource(show_spinner=False)
+def server_slots() -> threading.BoundedSemaphore:
+    """The server's job slots (``limits.SERVER_MAX_JOBS``), shared by every session."""
+    return threading.BoundedSemaphore(limits.SERVER_MAX_JOBS)
+
+
+@contextlib.contextmanager
+def job_slot(what: str, wait_s: float = limits.SERVER_WAIT_SECONDS):
+    """Hold one of the server's job slots while segmenting ``what``.
+
+    Raises:
+        ServerBusy: no slot freed up within ``wait_s`` seconds.
+    """
+    slots = server_slots()
+    if not slots.acquire(timeout=wait_s):
+        raise limits.ServerBusy(
+            f"The server is busy with other visitors' work, so {what} was not started; "
+            "try again in a minute."
+        )
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def megapixels(image: np.ndarray) -> float:
@@ -334,8 +361,6 @@ def run_model(
     if key in cache:
         cache[key] = cache.pop(key)  # most recently used last
         return cache[key]
-    # Raises BudgetExceeded (a RuntimeError) when the session has used its budget.
-    session_budget().charge(megapixels(photo.image), f"segmenting {photo.name}")
     run = segmenter(Path(checkpoint.path).stem, checkpoint, device, precision, mode, level, tta)
     log = latency_log()
     if not log.is_warm(setting):
@@ -344,7 +369,11 @@ def run_model(
         # size (the same shapes as any photo after resizing), recorded as the warm-up.
         height, width = run.input_size
         log.record(setting, run.timed(np.zeros((height, width, 3), np.uint8))[1])
-    mask, inference_ms = run.timed(photo.image)
+    # BudgetExceeded / ServerBusy (RuntimeErrors): the session's budget is used up, or the
+    # server's job slots stayed taken; nothing is charged for a job that did not run.
+    with job_slot(f"segmenting {photo.name}"):
+        session_budget().charge(megapixels(photo.image), f"segmenting {photo.name}")
+        mask, inference_ms = run.timed(photo.image)
     log.record(setting, inference_ms)
     mask = _frozen(mask)
     result = SegmentResult(mask, inference_ms, viz.legend_entries(mask, checkpoint.label_set))
@@ -662,9 +691,9 @@ def run_video(
             progress(done, total)
 
         out = Path(folder) / "segmented.webm"
-        result = segment_video(
-            source, out, segmenters, layout, alpha, progress=charged, name=name, preview=preview
-        )
+        with job_slot(f"segmenting {name}"):
+            result = segment_video(source, out, segmenters, layout, alpha, progress=charged,
+                                   name=name, preview=preview)  # fmt: skip
         return out.read_bytes(), result
 
 

@@ -272,3 +272,24 @@ def test_photos_past_the_pixel_limit_are_left_out_before_they_are_decoded():
         "2.png was left out: the photos together would exceed the 0.045 megapixels a page "
         "holds at once.",
     ]
+
+
+def test_a_job_waits_for_a_server_slot_and_is_refused_when_none_frees_up():
+    from segdemo_app import segment as ui
+
+    slots = ui.server_slots()
+    taken = 0
+    while slots.acquire(timeout=0):  # every slot held by "other sessions"
+        taken += 1
+    try:
+        assert taken == limits.SERVER_MAX_JOBS
+        try:
+            with ui.job_slot("segmenting x.png", wait_s=0.05):
+                raise AssertionError("ran without a free slot")
+        except limits.ServerBusy as e:
+            assert str(e).startswith("The server is busy with other visitors' work, so segmenting")
+    finally:
+        for _ in range(taken):
+            slots.release()
+    with ui.job_slot("segmenting x.png", wait_s=0):  # a freed slot is taken at once
+        pass
