@@ -38,6 +38,7 @@ from pydantic import (
 
 from segdemo import limits
 from segdemo.config import BASE_WIDTH_RANGE, TrainConfig
+from segdemo.geometry import MAX_PIXEL_ASPECT, MIN_PIXEL_ASPECT
 
 FORMAT_VERSION = 1
 
@@ -176,6 +177,15 @@ class OptimizerFields(_Fields):
     plain: dict[ParameterId, dict[str, JsonValue]] = {}
 
 
+class TrainingFramesFields(_Fields):
+    """The geometry a model was trained at (``segdemo.geometry.TrainingFrames``)."""
+
+    input_size: tuple[Side, Side]
+    pixel_aspect: Annotated[
+        float, Field(ge=MIN_PIXEL_ASPECT, le=MAX_PIXEL_ASPECT, allow_inf_nan=False)
+    ]
+
+
 def _registered_model(name: str) -> str:
     from segdemo.models import list_models
 
@@ -207,6 +217,7 @@ class CheckpointMetadata(_OpenFields):
     dataset_format: ShortText = None  # the format training read (also when it was "auto")
     history: list[dict[str, JsonValue]] = None
     train_config: dict[str, JsonValue] = None
+    training_frames: TrainingFramesFields = None
     train_state: TrainStateFields = None
     optimizer: OptimizerFields = None
     # Accurate mode's head weights per level (--accurate-weights fit); their lengths and

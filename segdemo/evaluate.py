@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
-from segdemo import runtime, stats
+from segdemo import geometry, runtime, stats
 from segdemo.inference import prepare_model, preprocess, pruning_kwargs
 from segdemo.metrics import confusion_per_image, metrics_from_confusion
 from segdemo.models.registry import (
@@ -58,23 +57,41 @@ def _label_set_of(dataset):
 
 class _EvalItems(torch.utils.data.Dataset):
     """Items for evaluation: the photo prepared as ``predict`` and the app prepare it
-    (``inference.preprocess``: the one resize policy, then normalisation) and the mask at
-    its native resolution. An unreadable file yields None (skipped, noted in the
-    dataset's ``problems``), as in training. With a ``shift`` (``segdemo.shift``) the photo
-    is first changed as another camera would have taken it, the same way for every model."""
+    (``inference.preprocess`` at the size ``segdemo.geometry.plan`` chooses under
+    ``policy``, then normalisation) and the mask at its native resolution. An unreadable
+    file yields None (skipped, noted in the dataset's ``problems``), as in training. With
+    a ``shift`` (``segdemo.shift``) the photo is first changed as another camera would
+    have taken it, the same way for every model; a shift with several views per photo
+    (``geometry``: one per shape) makes that many items of each photo."""
 
     def __init__(
-        self, dataset, input_size: tuple[int, int] | None, shift: Shift | None = None
+        self,
+        dataset,
+        input_size: tuple[int, int] | None,
+        shift: Shift | None = None,
+        policy: str = geometry.DEFAULT_POLICY,
+        frames: geometry.TrainingFrames | None = None,
     ) -> None:
         self.dataset, self.indices = _base_and_indices(dataset)
         self.input_size = None if input_size is None else tuple(input_size)
         self.shift = shift
+        self.view_names = (None,) if shift is None else shift.view_names
+        self.policy = geometry.check_policy(policy)
+        self.frames = frames
+        if frames is None and input_size is not None:
+            self.frames = geometry.TrainingFrames.pairs(input_size)
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return len(self.indices) * len(self.view_names)
+
+    def plan(self, photo_size: tuple[int, int], pixel_aspect: float) -> geometry.Plan:
+        if self.frames is None:  # no working size: the photo at its own size
+            return geometry.Plan("squeeze", tuple(photo_size), tuple(photo_size))
+        return geometry.plan(photo_size, self.frames, self.policy, pixel_aspect)
 
     def __getitem__(self, i: int) -> dict[str, Any] | None:
-        index = self.indices[i]
+        position, view = divmod(i, len(self.view_names))
+        index = self.indices[position]
         try:
             image, mask = self.dataset.read_raw(index)
         except ValueError as exc:
@@ -82,13 +99,17 @@ class _EvalItems(torch.utils.data.Dataset):
                 raise
             self.dataset.mark_unreadable(index, exc)
             return None
+        pixel_aspect = getattr(self.dataset, "pixel_aspect", 1.0)
         if self.shift is not None:
-            image = self.shift(image, index)
+            image, mask, pixel_aspect = self.shift.view(image, mask, index, view, pixel_aspect)
+        plan = self.plan(image.shape[:2], pixel_aspect)
         return {
-            "image": preprocess(image, self.input_size, self.dataset.normalization)[0],
+            "image": preprocess(image, plan.run_size, self.dataset.normalization)[0],
             "mask": torch.from_numpy(mask.astype(np.int64)),
             "path": self.dataset.item_path(index),
-            "position": i,
+            "position": position,
+            "view": view,
+            "plan": plan,
         }
 
 
@@ -149,6 +170,8 @@ class Evaluation:
         eval_time_s: wall time of the pass.
         info: where the numbers come from (``checkpoint``, ``model``, ``dataset``), for
             checkpoints.
+        views: each evaluated item's view of its image under a shift with views (the
+            ``geometry`` shift's shape), else empty.
     """
 
     class_names: list[str]
@@ -158,10 +181,32 @@ class Evaluation:
     default: Setting
     eval_time_s: float
     info: dict[str, Any] = field(default_factory=dict)
+    views: list[str] = field(default_factory=list)
 
     @property
     def images(self) -> int:
         return len(self.paths)
+
+    @property
+    def view_names(self) -> list[str]:
+        """The distinct views, in order of first appearance."""
+        return list(dict.fromkeys(self.views))
+
+    def view(self, name: str) -> Evaluation:
+        """The items of one view (e.g. the ``geometry`` shift's ``"4:3"``) alone."""
+        keep = [i for i, v in enumerate(self.views) if v == name]
+        if not keep:
+            raise ValueError(f"no items of view {name!r}; views: {', '.join(self.view_names)}")
+        return Evaluation(
+            class_names=self.class_names,
+            indices=[self.indices[i] for i in keep],
+            paths=[self.paths[i] for i in keep],
+            confusion={k: v[keep] for k, v in self.confusion.items()},
+            default=self.default,
+            eval_time_s=self.eval_time_s,
+            info={**self.info, "view": name},
+            views=[name] * len(keep),
+        )
 
     @property
     def settings(self) -> list[Setting]:
@@ -229,7 +274,8 @@ class Evaluation:
         """Everything as plain values (JSON-able): the default setting's ``metrics`` and,
         for a U-Net++ scored at every setting, ``per_level[mode][level]`` (``miou``,
         ``miou_ci95``, ``pixel_accuracy``, ``pixel_accuracy_ci95``, ``per_class_iou``,
-        ``counted_classes``); ``mode``/``level`` when one setting was scored; ``images``,
+        ``counted_classes``); ``mode``/``level`` when one setting was scored; under a shift
+        with views, ``views`` (per view, the same keys of its items alone); ``images``,
         ``eval_time_s``, ``bootstrap`` (resamples and seed), ``info``'s keys and, with
         ``per_image``, one row per image (``image_rows``)."""
         result = self.metrics(resamples=resamples, seed=seed)
@@ -247,6 +293,11 @@ class Evaluation:
             }
         elif pruned:
             result["mode"], result["level"] = self.default
+        if self.views:
+            result["views"] = {
+                view: _compact(self.view(view).metrics(resamples=resamples, seed=seed))
+                for view in self.view_names
+            }
         result["images"] = self.images
         result["eval_time_s"] = self.eval_time_s
         if resamples:
@@ -289,10 +340,11 @@ def _predictions(model, images: torch.Tensor, per_level: bool, setting: Setting)
 
 def _native_labels(
     model, images: torch.Tensor, per_level: bool, setting: Setting, native_size, device,
-    precision, tta: TTA = NO_TTA,
+    precision, tta: TTA = NO_TTA, plan: geometry.Plan | None = None,
 ) -> dict[Setting, torch.Tensor]:  # fmt: skip
     """Predicted classes at the labels' resolution: the class probabilities (averaged over
-    the test-time views of ``tta``) are scaled back (bilinear) before the argmax.
+    the test-time views of ``tta``, in the windows of ``plan`` if it has them) are scaled
+    back (bilinear, ``geometry.labels_at``) before the argmax.
 
     Shape: ``(N, 3, h, w)`` -> ``(N, H, W)`` int64 on CPU."""
     if precision == "bf16":
@@ -304,13 +356,15 @@ def _native_labels(
         with runtime.autocast(device, precision):
             return _predictions(model, x, per_level, setting)
 
-    scores = average_probabilities(predict, images, tta) if tta.enabled else predict(images)
-    out = {}
-    for key, score in scores.items():
-        if tuple(score.shape[-2:]) != tuple(native_size):
-            score = F.interpolate(score, size=tuple(native_size), mode="bilinear")
-        out[key] = score.argmax(1).cpu()
-    return out
+    def with_tta(x: torch.Tensor) -> dict:
+        return average_probabilities(predict, x, tta) if tta.enabled else predict(x)
+
+    if plan is None:
+        plan = geometry.Plan("squeeze", tuple(native_size), tuple(images.shape[-2:]))
+    scores = geometry.windowed(with_tta, images, plan)
+    return {
+        key: geometry.labels_at(score, native_size).long().cpu() for key, score in scores.items()
+    }
 
 
 @torch.inference_mode()
@@ -322,19 +376,26 @@ def evaluation_mask(
     device: str | torch.device = "auto",
     precision: str = "auto",
     tta: TTA = NO_TTA,
+    policy: str = geometry.DEFAULT_POLICY,
+    frames: geometry.TrainingFrames | None = None,
+    pixel_aspect: float = 1.0,
 ) -> np.ndarray:
-    """The mask evaluation scores for one photo (the same preparation, resizing and
-    argmax as :func:`evaluate_per_image`), so an error map drawn from it shows exactly the
-    pixels counted in that image's confusion matrix.
+    """The mask evaluation scores for one photo (the same preparation, geometry, resizing
+    and argmax as :func:`evaluate_per_image`), so an error map drawn from it shows exactly
+    the pixels counted in that image's confusion matrix.
 
     Shape: ``(H, W, 3)`` uint8 -> ``(H, W)`` int64.
     """
     device = runtime.resolve_device(device)
     precision = runtime.resolve_precision(precision, device)
-    x = preprocess(image_rgb_uint8, input_size, model.normalization).to(device)
-    labels = _native_labels(
-        model, x, False, setting, image_rgb_uint8.shape[:2], device, precision, tta
-    )
+    photo_size = tuple(image_rgb_uint8.shape[:2])
+    if input_size is None:
+        plan = geometry.Plan("squeeze", photo_size, photo_size)
+    else:
+        frames = frames or geometry.TrainingFrames.pairs(input_size)
+        plan = geometry.plan(photo_size, frames, policy, pixel_aspect)
+    x = preprocess(image_rgb_uint8, plan.run_size, model.normalization).to(device)
+    labels = _native_labels(model, x, False, setting, photo_size, device, precision, tta, plan)
     return labels[setting][0].numpy()
 
 
@@ -379,7 +440,7 @@ def _requested_setting(model: torch.nn.Module, mode: str | None, level: int | No
 
 def _score_items(
     items: _EvalItems,
-    labels_of: Callable[[torch.Tensor, tuple[int, int]], dict[Setting, torch.Tensor]],
+    labels_of: Callable[[torch.Tensor, tuple[int, int], geometry.Plan], dict],
     label_set,
     device: torch.device,
     *,
@@ -389,31 +450,36 @@ def _score_items(
     workers: int,
     progress: Callable[[int, int], None] | None,
 ) -> dict[str, Any]:
-    """This rank's per-image results, in the order read: ``positions`` in the whole
-    evaluation set, ``paths`` and ``confusion`` (setting -> ``(images, C, C)`` int32).
+    """This rank's per-item results, in the order read: ``positions`` in the whole
+    evaluation set, ``paths``, ``views`` and ``confusion`` (setting -> ``(items, C, C)``
+    int32).
 
-    ``labels_of(images, native_size)`` gives every setting's predicted classes at the
-    labels' resolution (:func:`_native_labels`)."""
-    local: dict[str, Any] = {"positions": [], "paths": [], "confusion": {}}
+    ``labels_of(images, native_size, plan)`` gives every setting's predicted classes at
+    the labels' resolution (:func:`_native_labels`)."""
+    local: dict[str, Any] = {"positions": [], "paths": [], "views": [], "confusion": {}}
+    views = len(items.view_names)
     loader = DataLoader(items, batch_size=batch_size, num_workers=workers, collate_fn=_list_collate)
     done = 0
     for batch in loader:
-        # Group by native size so that every group stacks into one batch.
-        groups: dict[tuple[int, int], list] = {}
+        # Group by native size and geometry so that every group stacks into one batch.
+        groups: dict[tuple, list] = {}
         for item in batch:
-            groups.setdefault(tuple(item["mask"].shape[-2:]), []).append(item)
-        for native_size, group in groups.items():
+            groups.setdefault((tuple(item["mask"].shape[-2:]), item["plan"]), []).append(item)
+        for (native_size, plan), group in groups.items():
             images = torch.stack([it["image"] for it in group]).to(device)
             target = torch.stack([it["mask"] for it in group])
-            for key, labels in labels_of(images, native_size).items():
+            for key, labels in labels_of(images, native_size, plan).items():
                 matrices = confusion_per_image(
                     labels, target, len(label_set.names), label_set.ignore_index
                 )
                 # int32 holds the pixel count of any photo (2**31 pixels is 46k x 46k).
                 local["confusion"].setdefault(key, []).append(matrices.numpy().astype(np.int32))
-            # A rank's i-th item is the (rank + i * world)-th of the whole evaluation set.
-            local["positions"] += [rank + it["position"] * world for it in group]
+            # A rank's i-th image is the (rank + i * world)-th of the whole evaluation set.
+            local["positions"] += [
+                (rank + it["position"] * world) * views + it["view"] for it in group
+            ]
             local["paths"] += [it["path"] for it in group]
+            local["views"] += [items.view_names[it["view"]] for it in group]
         done += len(batch)
         if progress is not None:
             progress(done, len(items))
@@ -423,7 +489,7 @@ def _score_items(
 
 def _merge(
     parts: list[dict[str, Any]],
-) -> tuple[list[int], list[str], dict[Setting, np.ndarray]]:
+) -> tuple[list[int], list[str], dict[Setting, np.ndarray], list]:
     """Every rank's results (:func:`_score_items`) as one evaluation set, in its order:
     the images' positions, their paths and the confusion matrices of every setting.
 
@@ -440,7 +506,11 @@ def _merge(
         for key in keys
     }
     paths = [p for part in parts for p in part["paths"]]
-    return [positions[i] for i in order], [paths[i] for i in order], confusion
+    views = [v for part in parts for v in part.get("views", [None] * len(part["paths"]))]
+    return (
+        [positions[i] for i in order], [paths[i] for i in order], confusion,
+        [views[i] for i in order],
+    )  # fmt: skip
 
 
 @torch.inference_mode()
@@ -461,6 +531,8 @@ def evaluate_per_image(
     tta: TTA = NO_TTA,
     shift: str | None = None,
     engine: str = "torch",
+    geometry_policy: str = geometry.DEFAULT_POLICY,
+    frames: geometry.TrainingFrames | None = None,
 ) -> Evaluation:
     """Score ``model`` on ``dataset`` (a dataset from ``open_dataset``, any ``size``: items
     are read at native size with ``read_raw``), keeping one confusion matrix per image.
@@ -479,7 +551,11 @@ def evaluate_per_image(
         tta: test-time augmentation (``segdemo.tta``): the probabilities of every setting
             are averaged over its views before the argmax.
         shift: score on the photos changed by ``segdemo.shift.Shift(shift)`` (e.g.
-            ``"camera"``: other cameras and light), each image the same way for every model.
+            ``"camera"``: other cameras and light; ``"geometry"``: four views of other
+            shapes and resolutions per image), each image the same way for every model.
+        geometry_policy: how each photo is sized for the model (``segdemo.geometry``),
+            from ``frames``, the model's training geometry (default: the pairs' frames at
+            ``input_size``).
         engine: ``"torch"``, ``"openvino"`` or ``"auto"`` (``inference.prepare_model``).
 
     Returns:
@@ -491,7 +567,9 @@ def evaluate_per_image(
     label_set = _label_set_of(dataset)
     names = list(label_set.names)
     dataset, rank, world = _shard(dataset, max_items, distributed)
-    items = _EvalItems(dataset, input_size, None if shift is None else Shift(shift))
+    items = _EvalItems(
+        dataset, input_size, None if shift is None else Shift(shift), geometry_policy, frames
+    )
 
     was_training = model.training
     model.eval()
@@ -501,8 +579,8 @@ def evaluate_per_image(
     setting = _requested_setting(model, mode, level)
     per_level = levels > 0 and setting == (None, None)
 
-    def labels_of(images: torch.Tensor, size: tuple[int, int]) -> dict[Setting, torch.Tensor]:
-        return _native_labels(model, images, per_level, setting, size, device, precision, tta)
+    def labels_of(images: torch.Tensor, size: tuple[int, int], plan) -> dict:
+        return _native_labels(model, images, per_level, setting, size, device, precision, tta, plan)
 
     local = _score_items(
         items, labels_of, label_set, device, rank=rank, world=world, batch_size=batch_size,
@@ -510,7 +588,7 @@ def evaluate_per_image(
     )  # fmt: skip
     model.train(was_training)
 
-    indices, paths, confusion = _merge(_gather(local) if distributed else [local])
+    indices, paths, confusion, views = _merge(_gather(local) if distributed else [local])
     if per_level:
         confusion = {s: confusion[s] for s in inference_settings(model)}
     return Evaluation(
@@ -523,7 +601,9 @@ def evaluate_per_image(
         info={
             **({"tta": tta.describe()} if tta.enabled else {}),
             **({"shift": shift} if shift is not None else {}),
+            **({"geometry": geometry_policy} if geometry_policy != geometry.DEFAULT_POLICY else {}),
         },  # fmt: skip
+        views=views if items.view_names != (None,) else [],
     )
 
 
@@ -574,6 +654,7 @@ def evaluate_checkpoint_per_image(
         **kwargs.pop("data_options", {}),
     )
     kwargs.setdefault("input_size", ckpt.input_size)
+    kwargs.setdefault("frames", geometry.TrainingFrames.of_checkpoint(ckpt.metadata))
     evaluation = evaluate_per_image(ckpt.model, dataset, **kwargs)
     evaluation.info = {
         **evaluation.info,
@@ -791,6 +872,7 @@ def compare_checkpoints(
     resamples: int = stats.DEFAULT_RESAMPLES,
     seed: int = stats.DEFAULT_SEED,
     per_image: bool = False,
+    policies: Sequence[str] | None = None,
     **kwargs,
 ) -> dict[str, Any]:
     """Score checkpoints on the same images and compare each with the first.
@@ -799,13 +881,22 @@ def compare_checkpoints(
         checkpoints: paths, or ``(path, mode, level)`` to pick a U-Net++ setting (``None``
             for both: the default, accurate at the deepest level). A checkpoint named
             several times is scored once: one pass gives every setting.
+        policies: geometry policies (``segdemo.geometry``); with more than one, every
+            checkpoint is scored under each, as a model of its own named ``name [policy]``
+            (default: the default policy).
         kwargs: go to :func:`evaluate_checkpoint_per_image` (``max_items``, ``device``, ...).
 
     Returns:
-        :func:`compare_evaluations`' dict with ``dataset`` (root, split, format).
+        :func:`compare_evaluations`' dict with ``dataset`` (root, split, format),
+        ``geometry`` (the policies) and, under a shift with views (``geometry``: one per
+        shape), ``views``: per view, :func:`compare_evaluations`' dict of its items alone
+        (the top-level numbers pool every view).
     """
     from segdemo.checkpoints import checkpoint_settings
 
+    policies = list(policies or [geometry.DEFAULT_POLICY])
+    for policy in policies:
+        geometry.check_policy(policy)
     specs = [(c, None, None) if isinstance(c, str | Path) else tuple(c) for c in checkpoints]
     # every file is sound and has the setting asked of it before minutes of scoring start
     paths = dict.fromkeys(str(path) for path, _, _ in specs)
@@ -813,27 +904,42 @@ def compare_checkpoints(
     for path, mode, level in specs:
         if mode is not None or level is not None:
             resolve_setting(settings[str(path)], mode, level, Path(path).name)
-    evaluations: dict[str, Evaluation] = {}
+    evaluations: dict[tuple[str, str], Evaluation] = {}
     for path, _, _ in specs:
-        if str(path) not in evaluations:
-            evaluations[str(path)] = evaluate_checkpoint_per_image(path, data, split, fmt, **kwargs)
+        for policy in policies:
+            if (str(path), policy) not in evaluations:
+                evaluations[(str(path), policy)] = evaluate_checkpoint_per_image(
+                    path, data, split, fmt, geometry_policy=policy, **kwargs
+                )
     models = []
     for path, mode, level in specs:
-        evaluation = evaluations[str(path)]
-        setting = evaluation.resolve(mode, level)
-        name = checkpoint_name(path)
-        if setting[0] is not None:
-            name = f"{name} {setting_name(setting)}"
-        taken = {m[0] for m in models}
-        unique, k = name, 2
-        while unique in taken:
-            unique, k = f"{name} ({k})", k + 1
-        models.append((unique, evaluation, setting))
-    result = compare_evaluations(
-        models, reference=reference, resamples=resamples, seed=seed, per_image=per_image
-    )
+        for policy in policies:
+            evaluation = evaluations[(str(path), policy)]
+            setting = evaluation.resolve(mode, level)
+            name = checkpoint_name(path)
+            if setting[0] is not None:
+                name = f"{name} {setting_name(setting)}"
+            if len(policies) > 1:
+                name = f"{name} [{policy}]"
+            taken = {m[0] for m in models}
+            unique, k = name, 2
+            while unique in taken:
+                unique, k = f"{name} ({k})", k + 1
+            models.append((unique, evaluation, setting))
+    options = dict(reference=reference, resamples=resamples, seed=seed, per_image=per_image)
+    result = compare_evaluations(models, **options)
+    first = models[0][1]
+    if first.views:
+        result["views"] = {
+            view: compare_evaluations(
+                [(name, evaluation.view(view), setting) for name, evaluation, setting in models],
+                **options,
+            )
+            for view in first.view_names
+        }
     info = next(iter(evaluations.values())).info
     result["dataset"] = info["dataset"]
+    result["geometry"] = policies
     result.update({key: info[key] for key in ("tta", "shift") if key in info})
     return result
 

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segdemo import runtime
+from segdemo.geometry import DEFAULT_POLICY, Plan, TrainingFrames, labels_at, windowed
+from segdemo.geometry import plan as geometry_plan
 from segdemo.images import resize_image
 from segdemo.models.registry import forward_kwargs, pruning_levels
 from segdemo.tta import NO_TTA, TTA, average_probabilities, probabilities
@@ -252,20 +254,34 @@ def segment_image(
     device: str | torch.device | None = None,
     precision: str = "fp32",
     tta: TTA = NO_TTA,
+    plan: Plan | None = None,
     **forward_kwargs,
 ) -> np.ndarray:
     """Photo in, class-index mask at the photo's size out (what the app shows).
 
-    The mask is made at the model's size and turned into uint8 there; only then is it
-    resized to the photo, so a photo's memory is its own 3 bytes a pixel plus 1 for the
-    mask, whatever the number of classes.
+    The photo runs at ``plan`` (``segdemo.geometry.plan``: a size, maybe windows), or
+    resized whole to ``size`` without one (``None``: its own size). The class
+    probabilities are upsampled bilinearly to the photo before the argmax, in strips of
+    rows (``geometry.labels_at``), so a photo's memory is its own 3 bytes a pixel plus 1
+    for the uint8 mask and one bounded strip, whatever the number of classes.
 
     Shape:
         ``(H, W, 3)`` uint8 -> ``(H, W)`` uint8.
     """
-    x = preprocess(image_rgb_uint8, size, model.normalization)
-    mask = labels_uint8(predict_mask(model, x, device, precision, tta, **forward_kwargs)[0].cpu())
-    return mask_to_size(mask, tuple(image_rgb_uint8.shape[:2])).numpy()
+    photo_size = tuple(image_rgb_uint8.shape[:2])
+    if plan is None:
+        plan = Plan("squeeze", photo_size, tuple(size or photo_size))
+    x = preprocess(image_rgb_uint8, plan.run_size, model.normalization)
+
+    def predict(view: Tensor) -> dict:
+        return {None: probabilities(predict_logits(model, view, device, precision,
+                                                   **forward_kwargs))}  # fmt: skip
+
+    def with_tta(view: Tensor) -> dict:
+        return average_probabilities(predict, view, tta) if tta.enabled else predict(view)
+
+    scores = windowed(with_tta, x, plan)[None]
+    return labels_at(scores, photo_size)[0].cpu().numpy()
 
 
 def default_mode(metadata: dict, num_levels: int) -> str:
@@ -289,7 +305,9 @@ class Segmenter:
     """One prepared model at one inference setting: a photo in, its mask out.
 
     What the video, batch and command-line paths hand around instead of six arguments.
-    ``mode``/``level`` select a U-Net++ setting (``None``: the model's plain forward).
+    ``mode``/``level`` select a U-Net++ setting (``None``: the model's plain forward);
+    ``geometry`` the policy that sizes each photo for the model (``segdemo.geometry``) from
+    the training geometry ``frames`` (``None``: the pairs' frames at ``input_size``).
     """
 
     name: str
@@ -301,6 +319,8 @@ class Segmenter:
     mode: str | None = None
     level: int | None = None
     tta: TTA = NO_TTA
+    geometry: str = DEFAULT_POLICY
+    frames: TrainingFrames | None = None
 
     @property
     def setting(self) -> str:
@@ -308,6 +328,8 @@ class Segmenter:
         parts = [f"{self.mode} L{self.level}"] if self.level is not None else []
         if self.tta.enabled:
             parts.append(f"TTA {self.tta.describe()}")
+        if self.geometry != DEFAULT_POLICY:
+            parts.append(self.geometry)
         return " + ".join(parts)
 
     @property
@@ -324,8 +346,14 @@ class Segmenter:
     def forward_kwargs(self) -> dict:
         return pruning_kwargs(self.model, self.mode, self.level) if self.level is not None else {}
 
-    def __call__(self, image_rgb_uint8: np.ndarray) -> np.ndarray:
-        """``(H, W, 3)`` uint8 photo -> ``(H, W)`` uint8 train ids at the photo's size."""
+    def plan(self, photo_size: tuple[int, int], pixel_aspect: float = 1.0) -> Plan:
+        """The size (and windows) a photo of ``photo_size = (H, W)`` runs at."""
+        frames = self.frames or TrainingFrames.pairs(self.input_size)
+        return geometry_plan(photo_size, frames, self.geometry, pixel_aspect)
+
+    def __call__(self, image_rgb_uint8: np.ndarray, pixel_aspect: float = 1.0) -> np.ndarray:
+        """``(H, W, 3)`` uint8 photo -> ``(H, W)`` uint8 train ids at the photo's size
+        (``pixel_aspect``: 2 for a pairs image, whose pixels are squeezed 2:1)."""
         mask = segment_image(
             self.model,
             image_rgb_uint8,
@@ -333,14 +361,17 @@ class Segmenter:
             self.device,
             self.precision,
             self.tta,
+            self.plan(image_rgb_uint8.shape[:2], pixel_aspect),
             **self.forward_kwargs(),
         )
         return np.asarray(mask, dtype=np.uint8)  # already uint8: no full-size copy
 
-    def timed(self, image_rgb_uint8: np.ndarray) -> tuple[np.ndarray, float]:
+    def timed(
+        self, image_rgb_uint8: np.ndarray, pixel_aspect: float = 1.0
+    ) -> tuple[np.ndarray, float]:
         """The mask and the wall time it took, in milliseconds."""
         start = time.perf_counter()
-        mask = self(image_rgb_uint8)
+        mask = self(image_rgb_uint8, pixel_aspect)
         return mask, 1000.0 * (time.perf_counter() - start)
 
 

@@ -45,6 +45,7 @@ from segdemo.config import TrainConfig, parse_head_weights
 from segdemo.distributed import DistInfo, ResumableSampler, agree, barrier, init_distributed
 from segdemo.ema import WeightAverage
 from segdemo.files import RUN_LOCK_FILE, check_output_folder, run_lock_holder, take_run_lock
+from segdemo.geometry import training_frames_of
 from segdemo.losses import SegmentationLoss, head_weights
 
 Event = dict[str, Any]
@@ -657,6 +658,7 @@ def save(run: Run, *, best: bool) -> None:
         metrics={"last": state.last_metrics, "best": state.best_metrics},
         dataset_fingerprint=_fingerprint(run.train_set), train_state=state.to_dict(),
         dataset_format=run.train_set.format,
+        training_frames=training_frames_of(run.train_set, run.config.size).to_dict(),
         optimizer=opt_rest, precision=run.precision, **extra,
     )  # fmt: skip
     targets = [(run.best_path, None)] if best else []

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from segdemo.config import DEFAULT_RESAMPLES, DEFAULT_SEED, int_in
 from segdemo.files import check_output_folder
+from segdemo.geometry import DEFAULT_POLICY, POLICIES, POLICY_HELP
 from segdemo.shift import SHIFTS
 
 _SETTING = re.compile(r"^(fast|accurate)(?::L?([1-9]\d?))?$")
@@ -97,6 +98,7 @@ def cmd_eval(args) -> int:
         per_image=args.per_image,
         tta=TTA.parse(args.tta),
         shift=args.shift,
+        geometry_policy=args.geometry,
     )
     if args.store or args.store_into:
         from segdemo.evaluate import store_evaluation
@@ -108,7 +110,10 @@ def cmd_eval(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     shifted = f", shifted: {args.shift}" if args.shift else ""
-    print(f"{result['model']} on {args.data} ({args.split}, {result['images']} images{shifted})")
+    print(
+        f"{result['model']} on {args.data} ({args.split}, {result['images']} images{shifted}, "
+        f"geometry {args.geometry})"
+    )
     interval = f" (95% CI {_ci(result.get('miou_ci95'))})" if "miou_ci95" in result else ""
     print(f"  mIoU {result['miou']:.4f}{interval}   pixel accuracy {result['pixel_accuracy']:.4f}")
     print(f"  {len(result['counted_classes'])} classes counted in the mean (Cityscapes mIoU)")
@@ -128,6 +133,9 @@ def cmd_eval(args) -> int:
     for mode, levels in result.get("per_level", {}).items():
         cells = "  ".join(f"L{k} {m['miou']:.4f}" for k, m in levels.items())
         print(f"  {mode:<9} {cells}")
+    for view, m in result.get("views", {}).items():
+        interval = f" (95% CI {_ci(m.get('miou_ci95'))})" if m.get("miou_ci95") else ""
+        print(f"  {view:<9} mIoU {m['miou']:.4f}{interval}")
     if result.get("per_image"):
         print("  per image: mIoU, pixel accuracy, file")
     for row in result.get("per_image", []):
@@ -139,29 +147,79 @@ def cmd_compare(args) -> int:
     from segdemo.evaluate import compare_checkpoints
     from segdemo.tta import TTA
 
-    result = compare_checkpoints(
-        args.ckpt,
-        args.data,
-        split=args.split,
-        fmt=args.format,
-        resamples=args.resamples,
-        seed=args.seed,
-        per_image=args.per_image,
-        batch_size=args.batch,
-        max_items=args.max_items,
-        device=args.device,
-        precision=args.precision,
-        engine=args.engine,
-        progress=_progress_bar(args.json, "eval"),
-        tta=TTA.parse(args.tta),
-        shift=args.shift,
-    )
+    results = {}
+    for shift in args.shift:
+        results[shift or "plain"] = compare_checkpoints(
+            args.ckpt,
+            args.data,
+            split=args.split,
+            fmt=args.format,
+            resamples=args.resamples,
+            seed=args.seed,
+            per_image=args.per_image,
+            batch_size=args.batch,
+            max_items=args.max_items,
+            device=args.device,
+            precision=args.precision,
+            engine=args.engine,
+            progress=_progress_bar(args.json, "eval"),
+            tta=TTA.parse(args.tta),
+            shift=shift,
+            policies=args.geometry,
+        )
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(results if len(results) > 1 else results[next(iter(results))], indent=2))
         return 0
-    for line in compare_lines(result):
-        print(line)
+    for k, result in enumerate(results.values()):
+        print(*([""] if k else []), *compare_lines(result), sep="\n")
+    if len(results) > 1 or any("views" in r for r in results.values()):
+        print("", *side_by_side_lines(results), sep="\n")
     return 0
+
+
+def _conditions(results: dict) -> list[tuple[str, dict]]:
+    """Each column of the side-by-side table: a shift's result, or one per view."""
+    columns = []
+    for name, result in results.items():
+        if "views" in result:
+            columns += [(view, r) for view, r in result["views"].items()]
+        else:
+            columns.append((name, result))
+    return columns
+
+
+def side_by_side_lines(results: dict) -> list[str]:
+    """One Markdown table of every model's mIoU (95% interval) under every condition
+    (plain val, a shift, each view of the geometry shift), then each model's paired
+    difference from the reference in points, per condition."""
+    columns = _conditions(results)
+    first = next(iter(results.values()))
+    head = "| model | " + " | ".join(name for name, _ in columns) + " |"
+    lines = [
+        f"mIoU (95% CI) per condition, {first['images']} items per column for plain and "
+        "camera, one per image per view for geometry:",
+        "",
+        head,
+        "|---" * (len(columns) + 1) + "|",
+    ]
+    for k, model in enumerate(first["models"]):
+        cells = []
+        for _, result in columns:
+            m = result["models"][k]
+            cells.append(f"{m['miou']:.3f} ({_ci(m['miou_ci95'], 3)})")
+        lines.append(f"| {model['name']} | " + " | ".join(cells) + " |")
+    for k, comparison in enumerate(first["comparisons"]):
+        cells = []
+        for _, result in columns:
+            c = result["comparisons"][k]
+            low, high = (100 * v for v in c["miou_diff_ci95"])
+            cells.append(f"{100 * c['miou_diff']:+.1f} ({low:+.1f} to {high:+.1f})")
+        lines.append(
+            f"| {comparison['name']} - {comparison['reference']}, points | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
 
 
 def compare_lines(result: dict) -> list[str]:
@@ -170,6 +228,8 @@ def compare_lines(result: dict) -> list[str]:
     boot = result["bootstrap"]
     width = max(len(m["name"]) for m in result["models"]) + 2
     shifted = f", shifted: {result['shift']}" if result.get("shift") else ""
+    if result.get("geometry"):
+        shifted += f", geometry {', '.join(result['geometry'])}"
     lines = [
         f"{len(result['models'])} models on {data['root']} ({data['split']}, "
         f"{result['images']} images{shifted}, the same for all); 95% intervals from "
@@ -239,13 +299,50 @@ def add_engine_argument(parser) -> None:
     )  # fmt: skip
 
 
+_SHIFT_HELP = (
+    "camera: the val photos as another camera in other light would take them (colour "
+    "temperature, tone curve, exposure, defocus, sensor noise, lower resolution, JPEG); "
+    "geometry: each photo cut to 4:3, 16:9, 1:1 and 3.3:1 at 0.5x-2x resolution, scored per "
+    "shape; the same draw per image for every model; see docs/evaluation.md"
+)
+
+
 def add_shift_argument(parser) -> None:
-    parser.add_argument(
-        "--shift", choices=SHIFTS,
-        help="score on the val photos as another camera in other light would take them "
-        "(colour temperature, tone curve, exposure, defocus, sensor noise, lower resolution, "
-        "JPEG), the same draw per image for every model; see docs/evaluation.md",
-    )  # fmt: skip
+    parser.add_argument("--shift", choices=SHIFTS, help=_SHIFT_HELP)
+
+
+def _shift_list(text: str) -> list[str | None]:
+    """``none,camera,geometry`` -> ``[None, "camera", "geometry"]``."""
+    shifts = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in shifts if t not in ("none", *SHIFTS)]
+    if unknown or not shifts:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give shifts from none, {', '.join(SHIFTS)}, separated by commas"
+        )
+    return [None if t == "none" else t for t in dict.fromkeys(shifts)]
+
+
+def _policy_list(text: str) -> list[str]:
+    """``squeeze,slide`` -> ``["squeeze", "slide"]``."""
+    policies = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in policies if t not in POLICIES]
+    if unknown or not policies:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give geometry policies from {', '.join(POLICIES)}, separated by commas"
+        )
+    return list(dict.fromkeys(policies))
+
+
+GEOMETRY_HELP = (
+    "how a photo is sized for the model: "
+    + "; ".join(f"{name}: {text}" for name, text in POLICY_HELP.items())
+    + f" (default {DEFAULT_POLICY}; see docs/evaluation.md)"
+)
+
+
+def add_geometry_argument(parser) -> None:
+    parser.add_argument("--geometry", choices=POLICIES, default=DEFAULT_POLICY,
+                        metavar="POLICY", help=GEOMETRY_HELP)  # fmt: skip
 
 
 def _add_bootstrap(parser, paired: bool = False) -> None:
@@ -279,6 +376,7 @@ def add_parsers(sub) -> None:
     ev.add_argument("--json", action="store_true")
     add_tta_argument(ev)
     add_shift_argument(ev)
+    add_geometry_argument(ev)
     ev.add_argument("--confusion", action="store_true", help="include the confusion matrix in JSON")
     ev.add_argument("--store", action="store_true",
                     help="write the result into the checkpoint's metadata (metrics.evaluated, "
@@ -314,7 +412,13 @@ def add_parsers(sub) -> None:
     cp.add_argument("--per-image", action="store_true", help="each model's mIoU per image")
     cp.add_argument("--json", action="store_true")
     add_tta_argument(cp)
-    add_shift_argument(cp)
+    cp.add_argument("--shift", type=_shift_list, default=[None], metavar="SHIFT[,SHIFT]",
+                    help=_SHIFT_HELP + "; several (e.g. none,camera,geometry) print a table "
+                    "of every condition side by side")  # fmt: skip
+    cp.add_argument("--geometry", type=_policy_list, default=[DEFAULT_POLICY],
+                    metavar="POLICY[,POLICY]",
+                    help=GEOMETRY_HELP + "; several score every checkpoint under each, the "
+                    "first as the reference")  # fmt: skip
     cp.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="evaluate checkpoints and write the results tables/figures")

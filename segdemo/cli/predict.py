@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from segdemo.cli.evaluation import LEVEL_RANGE, add_engine_argument, add_tta_argument
+from segdemo.cli.evaluation import (
+    LEVEL_RANGE,
+    add_engine_argument,
+    add_geometry_argument,
+    add_tta_argument,
+)
 from segdemo.config import float_in, int_in
 from segdemo.files import check_output_file, check_output_folder
 
@@ -13,6 +18,7 @@ def cmd_predict(args) -> int:
     from segdemo import viz
     from segdemo.batch import OUTPUT_KINDS, iter_inputs, output_stems, prediction_files
     from segdemo.checkpoints import load_checkpoint
+    from segdemo.geometry import TrainingFrames
     from segdemo.images import load_image
     from segdemo.inference import Segmenter, prepare_model
     from segdemo.models import pruning_levels
@@ -30,7 +36,8 @@ def cmd_predict(args) -> int:
             raise ValueError(f"{ckpt.path.name} holds a {ckpt.metadata['model']} without levels")
         mode, level = args.mode or "accurate", args.level or levels
     segmenter = Segmenter(ckpt.path.stem, model, ckpt.input_size, ckpt.label_set, device,
-                          precision, mode, level, TTA.parse(args.tta))  # fmt: skip
+                          precision, mode, level, TTA.parse(args.tta), args.geometry,
+                          TrainingFrames.of_checkpoint(ckpt.metadata))  # fmt: skip
     segmenter.forward_kwargs()  # a level the model does not have fails here, before any work
     failures = 0
     for image_path, stem in zip(paths, stems, strict=True):
@@ -101,6 +108,7 @@ def add_parsers(sub) -> None:
     pr.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     add_engine_argument(pr)
     add_tta_argument(pr)
+    add_geometry_argument(pr)
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser(

@@ -82,9 +82,13 @@ class SegmentationDataset(torch.utils.data.Dataset):
         split: ``"train"`` or ``"val"``.
         problems: human-readable notes on skipped or broken files, size mismatches and
             far colours, filled while listing and while reading.
+        pixel_aspect: width over height of the scene under one pixel of its photos: 1
+            for a camera's frames, 2 for the pairs' 2:1 frames squeezed square
+            (``segdemo.geometry``).
     """
 
     format = "base"
+    pixel_aspect = 1.0
 
     def __init__(
         self,
@@ -281,6 +285,7 @@ class PairsDataset(SegmentationDataset):
     """
 
     format = "pairs"
+    pixel_aspect = 2.0  # 2048x1024 frames squeezed to 256x256
 
     def __init__(self, root, split, label_set, size, augment, normalization, *,
                  max_color_distance: float = PAIRS_MAX_COLOR_DISTANCE, **kw):  # fmt: skip
