@@ -16,6 +16,7 @@ from segdemo import limits, viz
 from segdemo.batch import batch_zip
 from segdemo.checkpoints import CheckpointError
 from segdemo.engine import engine_of, resolve_engine
+from segdemo.geometry import POLICIES, POLICY_HELP
 from segdemo.images import ImageError
 from segdemo.inference import Segmenter
 from segdemo.limits import BudgetExceeded
@@ -55,6 +56,11 @@ def engine_label(checkpoint) -> str | None:
     """The engine to name beside a latency: only where it is not the default torch."""
     name = engine_of(checkpoint.model)
     return None if name == "torch" else name
+
+
+def geometry() -> str:
+    """The page's geometry policy (the sidebar), for every model on it."""
+    return state["segment_geometry"]
 
 
 def setting_of(path: str, checkpoint) -> tuple[str | None, int | None]:
@@ -177,8 +183,9 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
         # Each panel says it is at work, and shows its mask as soon as it is ready.
         with image_slot, st.spinner(f"Segmenting with {row['name']}…"):
             result = ui.run_model(
-                checkpoint, device, precision, photo, mode, level, state["segment_masks"], tta()
-            )
+                checkpoint, device, precision, photo, mode, level, state["segment_masks"], tta(),
+                geometry(),
+            )  # fmt: skip
     except BudgetExceeded as e:
         image_slot.warning(common.literal_markdown(str(e)), icon=":material/hourglass:")
         return
@@ -198,7 +205,7 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
     with_tta = " + TTA" if tta().enabled else ""
     title = f"{row['name']}{setting_text(mode, level)}{with_tta}"
     latency = ui.latency_log().latency(
-        ui.setting_key(checkpoint, device, precision, mode, level, tta())
+        ui.setting_key(checkpoint, device, precision, mode, level, tta(), geometry())
     )
     known_ms = None if latency is None else latency.median_ms
     shown_ms = ui.latency_text(known_ms, engine_label(checkpoint))
@@ -222,13 +229,13 @@ def settle_latency(path: str, photo: ui.Photo, checkpoint, device, precision, mo
     """Time a shown setting again on ``photo`` while its latency figure needs it (fewer
     than three fresh warm runs, or runs that disagree: ``WarmLatency.runs_needed``), once
     per setting and photo; whether it ran (the captions then need a rerun)."""
-    setting = ui.setting_key(checkpoint, device, precision, mode, level, tta())
+    setting = ui.setting_key(checkpoint, device, precision, mode, level, tta(), geometry())
     if (setting, photo.key) in state["segment_settled"]:
         return False
     state["segment_settled"].add((setting, photo.key))
     if not ui.latency_log().runs_needed(setting):
         return False
-    ui.settle_latency(checkpoint, device, precision, photo, mode, level, tta())
+    ui.settle_latency(checkpoint, device, precision, photo, mode, level, tta(), geometry())
     return True
 
 
@@ -239,7 +246,7 @@ def settle_latencies(photo: ui.Photo, paths: list[str], loaded: dict) -> None:
     for path in paths:
         checkpoint, device, precision = loaded[path]
         mode, level = setting_of(path, checkpoint)
-        setting = ui.setting_key(checkpoint, device, precision, mode, level, tta())
+        setting = ui.setting_key(checkpoint, device, precision, mode, level, tta(), geometry())
         if (setting, photo.key) not in state["segment_settled"]:
             pending.append((path, checkpoint, device, precision, mode, level))
     if not pending:
@@ -255,8 +262,9 @@ def model_result(path: str, photo: ui.Photo, loaded: dict):
     checkpoint, device, precision = loaded[path]
     mode, level = setting_of(path, checkpoint)
     result = ui.run_model(
-        checkpoint, device, precision, photo, mode, level, state["segment_masks"], tta()
-    )
+        checkpoint, device, precision, photo, mode, level, state["segment_masks"], tta(),
+        geometry(),
+    )  # fmt: skip
     return checkpoint, mode, level, result
 
 
@@ -402,7 +410,7 @@ def video_segmenters(paths: list[str], loaded: dict, names: dict) -> list[Segmen
             continue
         mode, level = setting_of(path, checkpoint)
         segmenters.append(
-            ui.segmenter(names[path], checkpoint, device, precision, mode, level, tta())
+            ui.segmenter(names[path], checkpoint, device, precision, mode, level, tta(), geometry())
         )
     if skipped:
         st.caption(
@@ -500,7 +508,7 @@ def batch_section(photos: list[ui.Photo], chosen: list[dict], loaded: dict) -> N
         checkpoint, device, precision = loaded[path]
         mode, level = setting_of(path, checkpoint)
         segmenters.append(
-            ui.segmenter(names[path], checkpoint, device, precision, mode, level, tta())
+            ui.segmenter(names[path], checkpoint, device, precision, mode, level, tta(), geometry())
         )
     alpha = state["segment_alpha"]
     batch_key = (tuple(p.key for p in photos), tuple(paths), tuple(s.title for s in segmenters),
@@ -638,6 +646,17 @@ tta_col.toggle(
     help="Average each model's class probabilities over the photo mirrored and scaled "
     "by 0.75 and 1.25 (six passes, so about six times the time): smoother masks, "
     "sometimes a little more accurate; measured in docs/results.md.",
+)
+
+st.sidebar.selectbox(
+    "Photo geometry",
+    POLICIES,
+    key="segment_geometry",
+    help="How a photo is sized for the models, which learned 2:1 street frames squeezed "
+    "to their input size: "
+    + "; ".join(f"**{name}**: {text}" for name, text in POLICY_HELP.items())
+    + ". Each mask's caption shows the size its model ran at; docs/evaluation.md measures "
+    "the policies on photos of other shapes.",
 )
 
 if state["segment_source"] == "video":

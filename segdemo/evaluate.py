@@ -904,13 +904,18 @@ def compare_checkpoints(
     for path, mode, level in specs:
         if mode is not None or level is not None:
             resolve_setting(settings[str(path)], mode, level, Path(path).name)
+    # A checkpoint asked for at one setting only is scored at that one (one head's
+    # forward pass), otherwise at every setting from one pass over the heads.
+    asked = {path: {(m, k) for p, m, k in specs if str(p) == path} for path in paths}
     evaluations: dict[tuple[str, str], Evaluation] = {}
     for path, _, _ in specs:
+        only = next(iter(asked[str(path)])) if len(asked[str(path)]) == 1 else (None, None)
         for policy in policies:
             if (str(path), policy) not in evaluations:
                 evaluations[(str(path), policy)] = evaluate_checkpoint_per_image(
-                    path, data, split, fmt, geometry_policy=policy, **kwargs
-                )
+                    path, data, split, fmt, geometry_policy=policy, mode=only[0],
+                    level=only[1], **kwargs,
+                )  # fmt: skip
     models = []
     for path, mode, level in specs:
         for policy in policies:

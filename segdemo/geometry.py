@@ -19,6 +19,10 @@ frames), :func:`plan` chooses how the model sees it, under a named policy:
   third of a window of overlap, and the class probabilities averaged where windows
   overlap (mmsegmentation's slide inference); a photo no larger than one window runs in
   one pass, as under ``aspect``.
+- ``blend``: the class probabilities of ``aspect`` and ``squeeze`` averaged (two passes,
+  the wider one prepared from the photo, the other resized from it, as test-time
+  augmentation resizes its views): no single input geometry is best for every camera, and
+  the two disagree most where each is wrong.
 
 ``aspect`` and ``slide`` assume that a photo's height spans about as much of the street as
 a training frame's (a camera looking down the road); they fit the height, not the pixel
@@ -39,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch is imported where it is used: the command line reads POLICIES
     from torch import Tensor
 
-POLICIES = ("squeeze", "aspect", "slide")
+POLICIES = ("squeeze", "aspect", "slide", "blend")
 #: What ``predict``, ``eval``, ``compare``, the app and video use unless told otherwise
 #: (chosen by the geometry benchmark in docs/results.md).
 DEFAULT_POLICY = "squeeze"
@@ -47,6 +51,7 @@ POLICY_HELP = {
     "squeeze": "the whole photo resized to the training size, whatever its shape",
     "aspect": "the training height, the width that keeps the training frames' pixel aspect",
     "slide": "as aspect, in windows of the training size, probabilities averaged over overlaps",
+    "blend": "the probabilities of aspect and squeeze averaged (two passes)",
 }
 #: The pairs squeeze 2048x1024 frames (2:1) into square images.
 PAIRS_SCENE_ASPECT = 2.0
@@ -123,20 +128,23 @@ def check_policy(policy: str) -> str:
 @dataclass(frozen=True)
 class Plan:
     """How one photo reaches the model: resized to ``run_size``, then seen whole or in
-    ``windows`` (top-left corners) of ``window`` size."""
+    ``windows`` (top-left corners) of ``window`` size; each of ``also`` is one more whole
+    view at that size, resized from the ``run_size`` input, whose probabilities are
+    averaged in."""
 
     policy: str
     photo_size: tuple[int, int]
     run_size: tuple[int, int]
     window: tuple[int, int] | None = None
     windows: tuple[tuple[int, int], ...] = ()
+    also: tuple[tuple[int, int], ...] = ()
 
     def describe(self) -> str:
-        """``"256×422"`` or ``"256×640 in 4 windows of 256×256"``."""
+        """``"256×422"``, ``"256×640 in 4 windows of 256×256"`` or ``"256×422 + 256×256"``."""
         text = f"{self.run_size[0]}×{self.run_size[1]}"
         if self.window is not None:
             text += f" in {len(self.windows)} windows of {self.window[0]}×{self.window[1]}"
-        return text
+        return "".join([text, *(f" + {h}×{w}" for h, w in self.also)])
 
 
 def _starts(length: int, window: int) -> list[int]:
@@ -170,6 +178,11 @@ def plan(
     scene_aspect = photo_w / photo_h * pixel_aspect
     run_w = min(MAX_RUN_SIDE, max(1, round(train_h * scene_aspect / frames.pixel_aspect)))
     run = (train_h, run_w)
+    if policy == "blend":
+        if run == (train_h, train_w):
+            return Plan(policy, (photo_h, photo_w), run)
+        wide, narrow = sorted([run, (train_h, train_w)], key=lambda s: -s[1])
+        return Plan(policy, (photo_h, photo_w), wide, also=(narrow,))
     if policy == "aspect" or (run_w <= train_w):
         return Plan(policy, (photo_h, photo_w), run)
     windows = tuple((y, x) for y in _starts(train_h, train_h) for x in _starts(run_w, train_w))
@@ -187,7 +200,20 @@ def windowed(predict: Callable[[Tensor], Scores], images: Tensor, plan: Plan) ->
     Shape: ``(N, 3, h, w)`` -> per key ``(N, C, h, w)`` float32.
     """
     import torch
+    import torch.nn.functional as F
 
+    if plan.also:
+        size = tuple(images.shape[-2:])
+        total = windowed(predict, images, Plan(plan.policy, plan.photo_size, plan.run_size,
+                                                plan.window, plan.windows))  # fmt: skip
+        for other in plan.also:
+            view = F.interpolate(images, size=other, mode="bilinear", align_corners=False,
+                                 antialias=other[0] < size[0] or other[1] < size[1])  # fmt: skip
+            for key, probs in predict(view).items():
+                total[key] = total[key] + F.interpolate(
+                    probs.float(), size=size, mode="bilinear", align_corners=False
+                )
+        return {key: value / (1 + len(plan.also)) for key, value in total.items()}
     if plan.window is None:
         return {key: value.float() for key, value in predict(images).items()}
     win_h, win_w = plan.window

@@ -25,6 +25,7 @@ from segdemo.evaluate import (
     evaluation_mask,
     setting_name,
 )
+from segdemo.geometry import TrainingFrames
 from segdemo.inference import WarmLatency, predict_logits
 from segdemo.models import inference_settings
 from segdemo.viz import legend_entries
@@ -291,7 +292,9 @@ def _prediction(
     ckpt, device, precision = common.load_model(path)
     dataset = open_eval_dataset(data, fmt, split, ckpt.label_set.name)
     image, _ = dataset.read_raw(index)
-    return evaluation_mask(ckpt.model, image, ckpt.input_size, setting, device, precision)
+    frames = TrainingFrames.of_checkpoint(ckpt.metadata)
+    return evaluation_mask(ckpt.model, image, ckpt.input_size, setting, device, precision,
+                           frames=frames)  # fmt: skip
 
 
 def predicted_mask(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import html
 import io
 import tempfile
@@ -27,6 +28,7 @@ from segdemo import limits, viz
 from segdemo.batch import mask_png as _mask_png
 from segdemo.batch import png_bytes
 from segdemo.engine import engine_of
+from segdemo.geometry import DEFAULT_POLICY, TrainingFrames
 from segdemo.ground_truth import GroundTruth, photo_scores, read_ground_truth
 from segdemo.images import ImageError, load_image, pixel_count
 from segdemo.inference import Latency, Segmenter, WarmLatency
@@ -65,6 +67,7 @@ SEGMENT_STATE_DEFAULTS: dict[str, object] = {
     "segment_video": None,  # {"key", "data", "result"} of the last segmented clip
     "segment_budget": None,  # the session's SessionBudget, made on first use
     "segment_settled": set(),  # (setting, photo key) whose latency was timed until it held
+    "segment_geometry": DEFAULT_POLICY,  # how photos are sized for the models
 }
 
 
@@ -124,6 +127,7 @@ class Photo:
     truth: np.ndarray | None = field(default=None, repr=False)
     truth_label_set: str | None = None
     truth_source: str | None = None
+    pixel_aspect: float = 1.0  # 2 for a pairs image (a 2:1 frame squeezed square)
 
     @property
     def size_text(self) -> str:
@@ -137,7 +141,7 @@ class Photo:
     def with_truth(self, truth: np.ndarray, label_set_name: str, source: str) -> Photo:
         return Photo(
             self.key, self.name, self.image, self.display, self.large, _frozen(truth),
-            label_set_name, source,
+            label_set_name, source, self.pixel_aspect,
         )  # fmt: skip
 
 
@@ -148,6 +152,7 @@ class SegmentResult:
     mask: np.ndarray = field(repr=False)  # (H, W) uint8 train ids at photo size
     inference_ms: float
     legend: list[dict]
+    ran_at: str = ""  # the size the model ran at ("256×422"), segdemo.geometry.Plan
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
@@ -292,6 +297,7 @@ def dataset_photo(dataset, index: int) -> Photo:
     image, truth = dataset.read_raw(index)
     photo = make_photo(f"{dataset.fingerprint()}-{index}", Path(dataset.item_path(index)).name,
                        image)  # fmt: skip
+    photo = dataclasses.replace(photo, pixel_aspect=getattr(dataset, "pixel_aspect", 1.0))
     return photo.with_truth(truth, dataset.label_set.name, "the dataset's")
 
 
@@ -318,9 +324,10 @@ def segmenter(
     mode: str | None,
     level: int | None,
     tta: TTA = NO_TTA,
+    geometry: str = DEFAULT_POLICY,
 ):
     """A loaded checkpoint at one inference setting, called ``name`` (its display name:
-    video tiles, speed tables and ZIP folders show it)."""
+    video tiles, speed tables and ZIP folders show it), sizing photos by ``geometry``."""
     return Segmenter(
         name,
         checkpoint.model,
@@ -331,13 +338,18 @@ def segmenter(
         mode,
         level,
         tta,
+        geometry,
+        TrainingFrames.of_checkpoint(checkpoint.metadata),
     )
 
 
-def setting_key(checkpoint, device, precision: str, mode, level, tta: TTA = NO_TTA) -> tuple:
+def setting_key(
+    checkpoint, device, precision: str, mode, level, tta: TTA = NO_TTA,
+    geometry: str = DEFAULT_POLICY,
+) -> tuple:  # fmt: skip
     path = Path(checkpoint.path)
     return (str(path), path.stat().st_mtime_ns, str(device), precision, mode, level,
-            tta.describe(), engine_of(checkpoint.model))  # fmt: skip
+            tta.describe(), engine_of(checkpoint.model), geometry)  # fmt: skip
 
 
 def run_model(
@@ -349,6 +361,7 @@ def run_model(
     level: int | None,
     cache: dict,
     tta: TTA = NO_TTA,
+    geometry: str = DEFAULT_POLICY,
 ) -> SegmentResult:
     """Segment ``photo`` with a loaded checkpoint, remembering the result in ``cache``.
 
@@ -356,12 +369,13 @@ def run_model(
     run's time goes to :func:`latency_log`; the first time a setting runs in this process,
     a warm-up run on a blank input comes first, so every recorded photo run is warm.
     """
-    setting = setting_key(checkpoint, device, precision, mode, level, tta)
-    key = (*setting[:2], photo.key, mode, level, tta.describe(), setting[-1])  # [-1]: engine
+    setting = setting_key(checkpoint, device, precision, mode, level, tta, geometry)
+    key = (*setting[:2], photo.key, mode, level, tta.describe(), *setting[-2:])  # engine, geometry
     if key in cache:
         cache[key] = cache.pop(key)  # most recently used last
         return cache[key]
-    run = segmenter(Path(checkpoint.path).stem, checkpoint, device, precision, mode, level, tta)
+    run = segmenter(Path(checkpoint.path).stem, checkpoint, device, precision, mode, level, tta,
+                    geometry)  # fmt: skip
     log = latency_log()
     if not log.is_warm(setting):
         # A setting's first run pays for kernel selection and allocation (seconds, for a
@@ -373,10 +387,13 @@ def run_model(
     # server's job slots stayed taken; nothing is charged for a job that did not run.
     with job_slot(f"segmenting {photo.name}"):
         session_budget().charge(megapixels(photo.image), f"segmenting {photo.name}")
-        mask, inference_ms = run.timed(photo.image)
+        mask, inference_ms = run.timed(photo.image, photo.pixel_aspect)
     log.record(setting, inference_ms)
     mask = _frozen(mask)
-    result = SegmentResult(mask, inference_ms, viz.legend_entries(mask, checkpoint.label_set))
+    ran_at = run.plan(photo.image.shape[:2], photo.pixel_aspect).describe()
+    result = SegmentResult(
+        mask, inference_ms, viz.legend_entries(mask, checkpoint.label_set), ran_at
+    )
     cache[key] = result
     while len(cache) > 1 and sum(r.mask.nbytes for r in cache.values()) > MASK_CACHE_BYTES:
         cache.pop(next(iter(cache)))  # least recently used first
@@ -384,16 +401,18 @@ def run_model(
 
 
 def settle_latency(
-    checkpoint, device, precision: str, photo: Photo, mode, level, tta: TTA = NO_TTA
-) -> Latency | None:
+    checkpoint, device, precision: str, photo: Photo, mode, level, tta: TTA = NO_TTA,
+    geometry: str = DEFAULT_POLICY,
+) -> Latency | None:  # fmt: skip
     """Time the setting again on ``photo`` while its figure needs it (fewer than three
     fresh warm runs, or runs that disagree: ``WarmLatency.runs_needed``); its latency.
 
     Called after the mask is on screen: the extra runs delay only the figure.
     """
-    setting = setting_key(checkpoint, device, precision, mode, level, tta)
-    run = segmenter(Path(checkpoint.path).stem, checkpoint, device, precision, mode, level, tta)
-    return latency_log().measure(setting, lambda: run.timed(photo.image)[1])
+    setting = setting_key(checkpoint, device, precision, mode, level, tta, geometry)
+    run = segmenter(Path(checkpoint.path).stem, checkpoint, device, precision, mode, level, tta,
+                    geometry)  # fmt: skip
+    return latency_log().measure(setting, lambda: run.timed(photo.image, photo.pixel_aspect)[1])
 
 
 def latency_text(ms: float | None, engine: str | None = None) -> str:
