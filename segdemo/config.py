@@ -27,6 +27,7 @@ SCHEDULES = ("poly", "cosine")
 LOSSES = ("ce", "dice", "ce_dice", "ohem_ce_dice")  # segdemo.losses builds them
 PRECISIONS = ("auto", "bf16", "fp32")
 PHOTOMETRIC = ("jitter", "strong")
+GEOMETRY_AUGMENT = ("crop", "aspect_scale")
 CLASS_WEIGHTING = ("none", "sqrt_inverse_frequency")
 ACCURATE_WEIGHTS = ("uniform", "fit")
 #: ``base_width`` of the scratch models (``--base-width``; the paper's U-Net is 64): the
@@ -158,6 +159,13 @@ class TrainConfig:
         "jitter", "colour augmentation: jitter, or strong (also gamma, blur, noise, JPEG)",
         choices=PHOTOMETRIC,
     )  # fmt: skip
+    geometry_augment: str = setting(
+        "crop",
+        "geometric augmentation: crop (random resized crop), or aspect_scale (frames "
+        "stretched to 1:1-3.5:1 scenes after the pairs' squeeze and objects scaled "
+        "0.5x-2x, for photos of other shapes and cameras)",
+        choices=GEOMETRY_AUGMENT,
+    )
     seed: int = setting(
         0, "random seed (model initialisation, data order, augmentation)",
         minimum=0, maximum=2**32 - 1,
@@ -199,6 +207,8 @@ class TrainConfig:
         from segdemo.models import list_models, model_arguments
 
         parse_head_weights(self.ds_weights)
+        if self.scale_range is not None and self.geometry_augment != "crop":
+            raise ValueError("--scale-range and --geometry-augment aspect_scale both scale frames")
         if self.scale_range is not None and self.scale_range[0] > self.scale_range[1]:
             lo, hi = self.scale_range
             raise ValueError(f"--scale-range must be MIN,MAX with MIN <= MAX, got {lo},{hi}")

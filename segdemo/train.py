@@ -307,7 +307,8 @@ def _datasets(config: TrainConfig, normalization: dict) -> tuple[Any, Any]:
     options = _dataset_options(config, normalization)
     train_set = open_dataset(
         config.data, "train", size=config.size, augment=config.augment,
-        scale_range=config.scale_range, photometric=config.photometric, **options,
+        scale_range=config.scale_range, photometric=config.photometric,
+        geometry_augment=config.geometry_augment, **options,
     )  # fmt: skip
     val_set = open_dataset(config.data, "val", size=None, augment=False, **options)
     if config.val_max_items is not None:

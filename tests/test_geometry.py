@@ -286,3 +286,50 @@ def test_geometry_scoring_equals_segment_then_score_view_by_view():
     assert one.images == 2 and one.views == ["3.3:1"] * 2
     summary = evaluation.summary(resamples=20)
     assert set(summary["views"]) == set(GEOMETRY_SHAPES)
+
+
+# ------------------------------------------------------------ training robust to geometry
+
+
+def _geometric_steps(size=(32, 32)):
+    import albumentations as A
+
+    from segdemo.data.transforms import build_transform
+
+    pipeline = build_transform(size, augment=True, geometry="aspect_scale")
+    kinds = (A.HorizontalFlip, A.Affine, A.RandomScale, A.PadIfNeeded, A.RandomCrop)
+    return pipeline, A.Compose([t for t in pipeline if isinstance(t, kinds)])
+
+
+def test_the_aspect_scale_augmentation_keeps_shapes_and_aligned_masks():
+    from segdemo.data.transforms import ASPECT_STRETCH, OBJECT_SCALE
+
+    pipeline, geometric = _geometric_steps()
+    affine = next(t for t in geometric if type(t).__name__ == "Affine")
+    assert tuple(affine.scale["x"]) == pytest.approx(ASPECT_STRETCH)  # 3.5:1 .. 1:1 scenes
+    assert pytest.approx((2 / 3.5, 2.0)) == ASPECT_STRETCH and OBJECT_SCALE == (0.5, 2.0)
+    image, mask = _blocks(32, 32)
+    padded = 0
+    for seed in range(40):
+        pipeline.set_random_seed(seed)
+        full = pipeline(image=image, mask=mask)
+        assert full["image"].shape == (32, 32, 3) and full["mask"].shape == (32, 32)
+        geometric.set_random_seed(seed)
+        out = geometric(image=image, mask=mask)
+        labelled = out["mask"] != 255
+        padded += int((~labelled).any())
+        agree = np.round(out["image"][..., 0] / 20) == out["mask"]
+        assert agree[labelled].mean() > 0.8  # only block edges are blended
+    assert 0 < padded < 40  # zooming out pads some inputs (ignored), not all
+
+
+def test_the_geometry_augmentation_is_a_setting_stored_with_the_run():
+    from segdemo.config import TrainConfig, to_arguments
+
+    config = TrainConfig(geometry_augment="aspect_scale")
+    assert config.to_dict()["geometry_augment"] == "aspect_scale"
+    assert "--geometry-augment" in to_arguments(config)
+    with pytest.raises(ValueError, match="--geometry-augment must be one of crop, aspect_scale"):
+        TrainConfig(geometry_augment="wild")
+    with pytest.raises(ValueError, match="both scale frames"):
+        TrainConfig(geometry_augment="aspect_scale", scale_range=(0.5, 2.0))

@@ -102,6 +102,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         cache: bool = True,
         scale_range: Sequence[float] | None = None,
         photometric: str = "jitter",
+        geometry_augment: str = "crop",
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -120,7 +121,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.on_error = on_error
         self.cache = cache
         self._transform = build_transform(
-            size, augment, scale_range, photometric, label_set.ignore_index
+            size, augment, scale_range, photometric, label_set.ignore_index, geometry_augment
         )
         self._transform_seed: int | None = None
         self._problems: list[str] = []

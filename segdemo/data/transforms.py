@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import torch
 
+from segdemo.config import GEOMETRY_AUGMENT
 from segdemo.images import IMAGENET_NORMALIZATION
 
 
@@ -29,6 +30,11 @@ def resolve_normalization(normalization: dict | None) -> dict[str, tuple[float, 
 
 
 PHOTOMETRIC = ("jitter", "strong")
+#: ``aspect_scale``: how much wider or narrower a training input's pixels become (4/7..2:
+#: the pairs' 2:1 frames then fill an input as 3.5:1..1:1 scenes do when squeezed) and
+#: how much larger or smaller its objects (0.5x..2x).
+ASPECT_STRETCH = (4 / 7, 2.0)
+OBJECT_SCALE = (0.5, 2.0)
 
 
 def _photometric(kind: str) -> list[A.BasicTransform]:
@@ -57,6 +63,7 @@ def build_transform(
     scale_range: Sequence[float] | None = None,
     photometric: str = "jitter",
     ignore_index: int = 255,
+    geometry: str = "crop",
 ) -> A.Compose | None:
     """The albumentations pipeline for ``(image, mask)`` pairs.
 
@@ -64,8 +71,13 @@ def build_transform(
     35-100% of the area (aspect ratio within 3:4..4:3 of the target's) resized to ``size``,
     or, with ``scale_range=(lo, hi)``, multi-scale training as mmsegmentation's Cityscapes
     pipeline: the frame resized to ``size``, scaled by a random factor in ``[lo, hi]``,
-    padded (photo black, mask ``ignore_index``) and randomly cropped back to ``size``; then
-    the ``photometric`` colour augmentation (see ``_photometric``). Without ``size`` the
+    padded (photo black, mask ``ignore_index``) and randomly cropped back to ``size``; or,
+    with ``geometry="aspect_scale"``, robustness to the shapes and sizes of other cameras:
+    the frame's width stretched by a random factor in ``ASPECT_STRETCH`` (after the pairs'
+    2:1 squeeze, scenes of 1:1 to 3.5:1 in one input, as squeezing such photos gives),
+    then scaled by a random factor in ``OBJECT_SCALE`` (objects 0.5x to 2x their size),
+    padded and randomly cropped to ``size``; then the ``photometric`` colour augmentation
+    (see ``_photometric``). Without ``size`` the
     geometric steps are skipped (items keep their native size). Evaluation: a plain resize
     to ``size``, or nothing. Masks are always resized nearest-neighbour.
 
@@ -81,6 +93,10 @@ def build_transform(
             raise ValueError(
                 f"scale_range must be (min, max) with 0 < min <= max, got {scale_range}"
             )
+    if geometry not in GEOMETRY_AUGMENT:
+        raise ValueError(f"geometry must be one of {GEOMETRY_AUGMENT}, got {geometry!r}")
+    if geometry != "crop" and scale_range is not None:
+        raise ValueError("scale_range and geometry='aspect_scale' both scale frames: pick one")
     resize = dict(
         interpolation=cv2.INTER_LINEAR,
         mask_interpolation=cv2.INTER_NEAREST_EXACT,
@@ -92,6 +108,30 @@ def build_transform(
         if size is not None and scale_range is not None:
             steps += [
                 A.Resize(height, width, **resize),
+                A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0, **resize),
+                A.PadIfNeeded(
+                    min_height=height,
+                    min_width=width,
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    fill_mask=ignore_index,
+                ),
+                A.RandomCrop(height, width),
+            ]
+        elif size is not None and geometry == "aspect_scale":
+            lo, hi = OBJECT_SCALE
+            steps += [
+                A.Affine(
+                    scale={"x": ASPECT_STRETCH, "y": (1.0, 1.0)},
+                    keep_ratio=False,
+                    fit_output=True,
+                    interpolation=cv2.INTER_LINEAR,
+                    mask_interpolation=cv2.INTER_NEAREST,  # Affine takes no _EXACT
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                    fill_mask=ignore_index,
+                    p=1.0,
+                ),
                 A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0, **resize),
                 A.PadIfNeeded(
                     min_height=height,
