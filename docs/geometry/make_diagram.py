@@ -62,7 +62,11 @@ def main(out: Path) -> None:
             squeeze_x = (width / run_w) / (height / run_h)
             ax = axes[row][col]
             draw_input(ax, 0, 0, run_h, run_w, squeeze_x, p.windows, p.window)
-            note = "as trained" if abs(squeeze_x - 2) < 0.05 else f"wheel {2 / squeeze_x:.2f}x as wide as trained"
+            note = (
+                "as trained"
+                if abs(squeeze_x - 2) < 0.05
+                else f"wheel {2 / squeeze_x:.2f}x as wide as trained"
+            )
             ax.set_title(f"{policy}: {p.describe()}\n{note}", fontsize=9)
     for ax in axes.flat:
         ax.set_xlim(-0.05, 3.5)
