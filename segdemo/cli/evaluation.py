@@ -110,10 +110,9 @@ def cmd_eval(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     shifted = f", shifted: {args.shift}" if args.shift else ""
-    print(
-        f"{result['model']} on {args.data} ({args.split}, {result['images']} images{shifted}, "
-        f"geometry {args.geometry})"
-    )
+    if args.geometry != DEFAULT_POLICY:
+        shifted += f", geometry {args.geometry}"
+    print(f"{result['model']} on {args.data} ({args.split}, {result['images']} images{shifted})")
     interval = f" (95% CI {_ci(result.get('miou_ci95'))})" if "miou_ci95" in result else ""
     print(f"  mIoU {result['miou']:.4f}{interval}   pixel accuracy {result['pixel_accuracy']:.4f}")
     print(f"  {len(result['counted_classes'])} classes counted in the mean (Cityscapes mIoU)")
@@ -228,7 +227,7 @@ def compare_lines(result: dict) -> list[str]:
     boot = result["bootstrap"]
     width = max(len(m["name"]) for m in result["models"]) + 2
     shifted = f", shifted: {result['shift']}" if result.get("shift") else ""
-    if result.get("geometry"):
+    if result.get("geometry", [DEFAULT_POLICY]) != [DEFAULT_POLICY]:
         shifted += f", geometry {', '.join(result['geometry'])}"
     lines = [
         f"{len(result['models'])} models on {data['root']} ({data['split']}, "
