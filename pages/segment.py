@@ -79,7 +79,7 @@ def setting_text(mode: str | None, level: int | None) -> str:
     return f" · {mode} L{level}" if level is not None else ""
 
 
-def cost_table(row: dict, checkpoint, mode, level, latency) -> str:
+def cost_table(row: dict, checkpoint, mode, level, latency, ran_at: str = "") -> str:
     cost = common.model_cost(row["path"], mode, level)
     metrics = common.headline_metrics(checkpoint.metadata)
     if level is not None:
@@ -91,6 +91,7 @@ def cost_table(row: dict, checkpoint, mode, level, latency) -> str:
         f"| params | {ui.format_params(cost['params'])} |\n|---|---|\n"
         f"| GFLOPs | {cost['gflops']:.2f} |\n"
         f"| latency | {ui.latency_figure(latency, engine_label(checkpoint))} |\n"
+        f"| ran at | {ran_at or 'n/a'} |\n"
         f"| val mIoU | {'n/a' if miou is None else f'{miou:.3f}'}{on} |"
     )
 
@@ -216,7 +217,7 @@ def model_panel(row: dict, photo: ui.Photo, refresh_page: bool) -> None:
         svg = viz.unetpp_grid_svg(nodes, title=f"U-Net++ {mode} L{level}")
         st.markdown(svg, unsafe_allow_html=True)
     # The cost comes after the mask: a first FLOP count must not delay the new mask.
-    st.markdown(cost_table(row, checkpoint, mode, level, latency))
+    st.markdown(cost_table(row, checkpoint, mode, level, latency, result.ran_at))
     error_map_view(photo, result.mask, label_set)
     mask_downloads(row, photo, checkpoint, result.mask, mode, level)
     if state["segment_refresh"]:
