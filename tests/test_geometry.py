@@ -181,7 +181,7 @@ def test_the_app_predict_and_eval_give_the_same_mask(policy, untrained, tmp_path
     ckpt = checkpoints.load_checkpoint(path)
     model, device, precision = prepare_model(ckpt.model, "cpu", "fp32")
     photo = _wide_photo()
-    app = ui.segmenter(ckpt, device, precision, None, None, geometry=policy)(photo)
+    app = ui.segmenter("unet", ckpt, device, precision, None, None, geometry=policy)(photo)
     Image.fromarray(photo).save(tmp_path / "wide.png")
     assert main(["predict", "--ckpt", str(path), str(tmp_path / "wide.png"), "--out",
                  str(tmp_path / "out"), "--device", "cpu", "--precision", "fp32",
