@@ -656,7 +656,7 @@ st.sidebar.selectbox(
     help="How a photo is sized for the models, which learned 2:1 street frames squeezed "
     "to their input size: "
     + "; ".join(f"**{name}**: {text}" for name, text in POLICY_HELP.items())
-    + ". Each mask's caption shows the size its model ran at; docs/evaluation.md measures "
+    + ". Each model's table shows the size it ran at; docs/evaluation.md measures "
     "the policies on photos of other shapes.",
 )
 
