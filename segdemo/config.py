@@ -100,8 +100,9 @@ class TrainConfig:
         minimum=limits.MODEL_MIN_INPUT_SIDE, maximum=limits.MODEL_MAX_INPUT_SIDE,
     )  # fmt: skip
     batch_size: int = setting(
-        8, "images per step and process", flag="--batch", minimum=1, maximum=1024
-    )
+        8, "images per step and process", flag="--batch",
+        minimum=1, maximum=limits.CLI_MAX_BATCH,
+    )  # fmt: skip
     epochs: int = setting(
         10, "epochs to train (may grow when resuming)", resumable=True, minimum=1, maximum=10_000
     )
@@ -168,7 +169,7 @@ class TrainConfig:
     )
     seed: int = setting(
         0, "random seed (model initialisation, data order, augmentation)",
-        minimum=0, maximum=2**32 - 1,
+        minimum=limits.CLI_SEED_RANGE[0], maximum=limits.CLI_SEED_RANGE[1],
     )  # fmt: skip
     device: str = setting("auto", "auto, cpu, cuda, cuda:1, ...", resumable=True)
     precision: str = setting(

@@ -14,6 +14,14 @@ from dataclasses import dataclass, field
 
 MB = 2**20
 
+# The command line ---------------------------------------------------------------------
+# Numbers a command takes that size work or memory (segdemo/cli/*): checked while the
+# arguments are parsed, before anything heavy is imported.
+CLI_MAX_BATCH = 1024  # images per forward pass (eval, compare, bench, train --batch)
+CLI_MAX_RESAMPLES = 100_000  # bootstrap resamples (a resamples x images matrix)
+CLI_SEED_RANGE = (0, 2**32 - 1)  # numpy's and torch's seed range
+CLI_LEVEL_RANGE = (1, 99)  # a pruning level asked for; the model then says which it has
+
 # Photos -------------------------------------------------------------------------------
 # Pillow's own decompression-bomb limit (about 89 Mpx, e.g. 9459x9459): images.load_image
 # and ground_truth.read_mask refuse larger images from the header, before decoding.

@@ -8,16 +8,17 @@ import re
 import sys
 from pathlib import Path
 
+from segdemo import limits
 from segdemo.config import DEFAULT_RESAMPLES, DEFAULT_SEED, int_in
 from segdemo.files import check_output_folder
 from segdemo.geometry import DEFAULT_POLICY, POLICIES, POLICY_HELP
 from segdemo.shift import SHIFTS
 
 _SETTING = re.compile(r"^(fast|accurate)(?::L?([1-9]\d?))?$")
-MAX_BATCH = 1024  # images per forward pass
-MAX_RESAMPLES = 100_000  # bootstrap resamples (a resamples x images matrix)
-SEED_RANGE = (0, 2**32 - 1)
-LEVEL_RANGE = (1, 99)
+MAX_BATCH = limits.CLI_MAX_BATCH
+MAX_RESAMPLES = limits.CLI_MAX_RESAMPLES
+SEED_RANGE = limits.CLI_SEED_RANGE
+LEVEL_RANGE = limits.CLI_LEVEL_RANGE
 
 
 def checkpoint_spec(text: str) -> tuple[str, str | None, int | None]:
