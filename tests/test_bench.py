@@ -117,6 +117,7 @@ def test_bench_video_times_every_setting_and_all_models_together(tiny_checkpoint
     from segdemo.bench import bench_video, format_video_table
     from segdemo.checkpoints import load_checkpoint
     from segdemo.models import pruning_levels
+    from segdemo.video import grid_shape, tile_size
 
     paths = [str(tiny_checkpoints["unet"]), str(tiny_checkpoints["unetpp"])]
     levels = pruning_levels(load_checkpoint(paths[1]).model)
@@ -134,7 +135,11 @@ def test_bench_video_times_every_setting_and_all_models_together(tiny_checkpoint
         assert row["ms_per_frame"] == pytest.approx(1000 / row["fps"])
     together = result["together"]
     assert together["frames"] == 4 and len(together["fps"]) == 2 and together["wall_s"] > 0
-    assert together["width"] > 2 * 96  # the photo and two masks side by side
+    # The photo and two masks in the video's grid (two rows of two, one cell left dark).
+    grid_rows, grid_columns = grid_shape(3)
+    tile_h, tile_w = tile_size((48, 96), grid_columns)
+    assert (grid_rows, grid_columns) == (2, 2)
+    assert (together["height"], together["width"]) == (grid_rows * tile_h, grid_columns * tile_w)
     table = format_video_table(result)
     assert f"| unetpp | fast L{levels} |" in table and "to a playable WebM" in table
     assert list(tmp_path.iterdir()) == []  # the clip and the videos are cleaned up
