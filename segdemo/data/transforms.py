@@ -102,21 +102,24 @@ def build_transform(
         mask_interpolation=cv2.INTER_NEAREST_EXACT,
         area_for_downscale="image",
     )
+
+    def scale_pad_crop(lo: float, hi: float) -> list[A.BasicTransform]:
+        """Objects scaled by lo..hi, then a training-size crop (ignored pixels where the
+        scaled frame is smaller)."""
+        return [
+            A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0, **resize),
+            A.PadIfNeeded(min_height=height, min_width=width, border_mode=cv2.BORDER_CONSTANT,
+                          fill=0, fill_mask=ignore_index),
+            A.RandomCrop(height, width),
+        ]  # fmt: skip
+
     steps: list[A.BasicTransform] = []
     if augment:
         steps.append(A.HorizontalFlip(p=0.5))
         if size is not None and scale_range is not None:
             steps += [
                 A.Resize(height, width, **resize),
-                A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0, **resize),
-                A.PadIfNeeded(
-                    min_height=height,
-                    min_width=width,
-                    border_mode=cv2.BORDER_CONSTANT,
-                    fill=0,
-                    fill_mask=ignore_index,
-                ),
-                A.RandomCrop(height, width),
+                *scale_pad_crop(lo, hi),
             ]
         elif size is not None and geometry == "aspect_scale":
             lo, hi = OBJECT_SCALE
@@ -132,15 +135,7 @@ def build_transform(
                     fill_mask=ignore_index,
                     p=1.0,
                 ),
-                A.RandomScale(scale_limit=(lo - 1.0, hi - 1.0), p=1.0, **resize),
-                A.PadIfNeeded(
-                    min_height=height,
-                    min_width=width,
-                    border_mode=cv2.BORDER_CONSTANT,
-                    fill=0,
-                    fill_mask=ignore_index,
-                ),
-                A.RandomCrop(height, width),
+                *scale_pad_crop(lo, hi),
             ]
         elif size is not None:
             aspect = width / height
