@@ -281,7 +281,10 @@ class _FakeProcess:
         self.pid = pid
 
 
-def test_single_run_guard(tmp_path, monkeypatch, trainer_stand_in):
+@pytest.fixture
+def stand_in_launches(monkeypatch, trainer_stand_in):
+    """Runs started by ``runs`` launch a stand-in that holds the run's lock; returns the
+    argument lists launched and the stand-ins' pids."""
     launched, pids = [], []
 
     def launch(run_dir, args):
@@ -290,6 +293,11 @@ def test_single_run_guard(tmp_path, monkeypatch, trainer_stand_in):
         return _FakeProcess(pids[-1])
 
     monkeypatch.setattr(runs, "_launch", launch)
+    return launched, pids
+
+
+def test_single_run_guard(tmp_path, stand_in_launches):
+    launched, pids = stand_in_launches
     config = TrainConfig(data="synthetic", model="unet", model_kwargs={"base_width": 4})
     first = runs.start_run(config, tmp_path)
     assert first.status == "starting" and first.active
@@ -347,15 +355,8 @@ def test_train_arguments_round_trip_through_the_cli():
     assert parsed.to_dict() == {**config.to_dict(), "out": "x"}
 
 
-def test_resume_run_relaunches_with_resume(tmp_path, monkeypatch, trainer_stand_in):
-    launched, pids = [], []
-
-    def launch(run_dir, args):
-        launched.append(args)
-        pids.append(trainer_stand_in(run_dir))
-        return _FakeProcess(pids[-1])
-
-    monkeypatch.setattr(runs, "_launch", launch)
+def test_resume_run_relaunches_with_resume(tmp_path, stand_in_launches):
+    launched, pids = stand_in_launches
     stopped = [START, _step(3, 2.0, 1003.0), {"event": "end", "status": "stopped", "time": 1004.0}]
     _write_run(tmp_path / "r", _gone_pid(), stopped)
     with pytest.raises(FileNotFoundError, match="last.safetensors"):
